@@ -1,0 +1,32 @@
+"""Every Prometheus metric of the server, in one place; other modules import what they increment.
+
+A dedicated registry (not the global default) keeps /metrics to our own series and lets tests
+start several servers in one process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+SESSIONS_ACTIVE = Gauge("voice_sessions_active", "Sessions past the handshake", registry=REGISTRY)
+SESSIONS_TOTAL = Counter("voice_sessions_total", "Sessions by how they ended", ["outcome"], registry=REGISTRY)
+FRAMES_IN = Counter("voice_frames_received_total", "Frames received by type", ["type"], registry=REGISTRY)
+FRAMES_OUT = Counter("voice_frames_sent_total", "Frames sent by type", ["type"], registry=REGISTRY)
+PROTOCOL_ERRORS = Counter("voice_protocol_errors_total", "ERROR frames sent, by code name", ["code"],
+                          registry=REGISTRY)
+UTTERANCES = Counter("voice_utterances_total", "User utterances by result (text, empty)", ["result"],
+                     registry=REGISTRY)
+ASR_FINAL_LATENCY = Histogram(
+    "voice_asr_final_latency_seconds", "End of user speech (VAD) to final transcript sent",
+    buckets=LATENCY_BUCKETS_S, registry=REGISTRY)
+ASR_DECODE = Histogram("voice_asr_decode_seconds", "Whisper decode time by kind", ["kind"],
+                       buckets=LATENCY_BUCKETS_S, registry=REGISTRY)
+
+
+def render() -> bytes:
+    """The Prometheus text exposition of this registry."""
+    return generate_latest(REGISTRY)

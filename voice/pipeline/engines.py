@@ -1,0 +1,54 @@
+"""The process-wide model engines, built once from settings and shared by every session.
+
+Loading happens in a worker thread (it is blocking file I/O and model setup); each engine then
+owns its own worker thread behind an AdaptiveBatcher, so sessions only ever `await` results.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from voice import models
+from voice.asr.vad import VadEngine
+from voice.asr.whisper import WhisperEngine, resolve_device
+from voice.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Engines:
+    vad: VadEngine
+    asr: WhisperEngine
+
+    def close(self) -> None:
+        self.vad.close()
+        self.asr.close()
+
+
+def load_engines(settings: Settings) -> Engines:
+    """Resolve model settings to files (clear error if missing) and start the engines."""
+    t0 = time.monotonic()
+    vad_path = Path(models.resolve(settings.vad.model, "vad"))
+    asr_model = models.resolve(settings.asr.model, "asr")
+    log.info("loading models", extra={"vad": str(vad_path), "asr": str(asr_model)})
+    vad = VadEngine(vad_path)
+    device, default_compute = resolve_device(settings.asr.device, _cuda_available())
+    asr = WhisperEngine(
+        asr_model, device=device, compute_type=settings.asr.compute_type or default_compute,
+        cpu_threads=settings.asr.cpu_threads, beam_size=settings.asr.beam_size, language=settings.asr.language,
+    )
+    log.info("models loaded", extra={"seconds": round(time.monotonic() - t0, 2), "asr_device": device})
+    return Engines(vad=vad, asr=asr)
+
+
+def _cuda_available() -> bool:
+    try:
+        import ctranslate2
+
+        return ctranslate2.get_cuda_device_count() > 0
+    except Exception:  # a broken CUDA install must not stop a CPU server
+        return False

@@ -1,0 +1,121 @@
+"""The voice server process: one asyncio loop, a WebSocket endpoint, HTTP routes, graceful drain.
+
+Sessions own everything per connection (voice/pipeline/session.py); this module only admits them,
+counts them and shuts them down: on SIGTERM/SIGINT it stops accepting, lets in-flight turns finish
+up to `drain_timeout_s`, then says BYE and closes each connection with 1001 (going away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from voice import metrics
+from voice.config import Settings
+from voice.pipeline.engines import Engines
+from voice.pipeline.session import Session, reject
+from voice.protocol import HEADER_SIZE, ErrorCode
+from voice.server.http import HttpRoutes
+
+log = logging.getLogger(__name__)
+
+
+class VoiceServer:
+    """Admits connections as Sessions within the configured limits and drains them on shutdown."""
+
+    def __init__(self, settings: Settings, engines: Engines):
+        self.settings = settings
+        self.engines = engines
+        self.sessions: set[Session] = set()
+        self.draining = False
+        self.started_at = time.monotonic()
+        self._server: Server | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "server not started"
+        return self._server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        cfg = self.settings.server
+        routes = HttpRoutes(cfg.web_dir, cfg.token, self.health)
+        self._server = await serve(
+            self._handle, cfg.host, cfg.port,
+            process_request=routes,
+            max_size=cfg.max_payload_bytes + HEADER_SIZE,  # websockets refuses bigger frames from their header
+            compression=None,        # audio does not compress; deflate would only cost CPU
+            ping_interval=20, ping_timeout=20, close_timeout=5,
+            server_header="voice-agent",
+        )
+        log.info("listening", extra={"host": cfg.host, "port": self.port})
+
+    def health(self) -> dict:
+        return {
+            "status": "draining" if self.draining else "ok",
+            "sessions": len(self.sessions),
+            "max_sessions": self.settings.server.max_sessions,
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "profile": self.settings.profile,
+        }
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        if self.draining:
+            await reject(conn, ErrorCode.SHUTTING_DOWN, "server is shutting down")
+            return
+        if len(self.sessions) >= self.settings.server.max_sessions:
+            await reject(conn, ErrorCode.SERVER_BUSY,
+                         f"server is at its limit of {self.settings.server.max_sessions} sessions")
+            return
+        session = Session(conn, self.settings, self.engines, auth_header=conn.request.headers.get("Authorization"))
+        self.sessions.add(session)
+        try:
+            await session.run()
+        except ConnectionClosed:
+            pass
+        except Exception:  # one broken session must never take the server down
+            log.exception("session crashed", extra={"session": session.id})
+            metrics.SESSIONS_TOTAL.labels("crashed").inc()
+        finally:
+            self.sessions.discard(session)
+
+    async def shutdown(self) -> None:
+        """Stop accepting, drain in-flight turns up to the deadline, then close everything."""
+        if self.draining:
+            return
+        self.draining = True
+        deadline = time.monotonic() + self.settings.server.drain_timeout_s
+        log.info("draining", extra={"sessions": len(self.sessions)})
+        if self._server is not None:
+            self._server.close(close_connections=False)
+        await asyncio.gather(*(s.drain(deadline) for s in list(self.sessions)), return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        self._stopped.set()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM/SIGINT, then drain."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self.shutdown()))
+        await self._stopped.wait()
+
+
+async def run_server(settings: Settings, ready_line: bool = True) -> None:
+    """Load engines (off the loop: model loading is blocking file I/O), serve, drain, release."""
+    from voice.pipeline.engines import load_engines
+
+    engines = await asyncio.to_thread(load_engines, settings)
+    server = VoiceServer(settings, engines)
+    try:
+        await server.start()
+        if ready_line:  # scripts and tests wait for this exact line
+            print(f"voice server ready on ws://{settings.server.host}:{server.port}/ws", flush=True)
+        await server.serve_forever()
+    finally:
+        await asyncio.to_thread(engines.close)
