@@ -100,7 +100,7 @@ class LatencyModel:
         return int(min(max((target_ms - fixed) // per_item, lo), hi))
 
 
-@dataclass
+@dataclass(eq=False)  # identity: items may be numpy arrays, which have no plain ==
 class _Pending(Generic[T, R]):
     item: T
     future: asyncio.Future[R]

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from voice.asr.streaming import StreamingSettings
+from voice.asr.streaming import AsrSettings as StreamingSettings
 from voice.asr.vad import VadSettings
 
 Device = Literal["auto", "cpu", "cuda"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -209,12 +209,18 @@ class StreamingTranscriber:
         self._published = update
         return update
 
-    async def finalize(self) -> AsrResult | None:
-        """Decode the whole utterance (urgent); None when the guard drops it."""
+    def truncate(self, samples: int) -> None:
+        """Keep only the first `samples` of the utterance (the VAD placed its end earlier than the
+        audio already appended)."""
+        self._chunks = [self.audio()[:samples]]
+        self.samples = len(self._chunks[0])
+
+    async def finalize(self) -> AsrResult:
+        """Decode the whole utterance (urgent). A result the guard drops comes back with text ""."""
         audio = self.audio()
         result = await self.engine.transcribe(audio, final=True, key=self.key)
         reason = self.guard.reject_reason(result, rms_dbfs(audio))
         if reason is not None:
             log.info("final %s dropped: %s (%r)", self.key, reason, result.text)
-            return None
+            return replace(result, text="")
         return result

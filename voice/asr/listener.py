@@ -1,0 +1,212 @@
+"""The session's ears: 16 kHz audio in, typed speech and transcript events out.
+
+`Listener.feed()` runs the VAD and returns; Whisper decodes (partials, finals) run as background
+tasks on the shared engines, so audio intake never waits for a transcript.
+
+Events, per utterance, always in this order:
+    SpeechStarted < PartialTranscript* < SpeechStopped < FinalTranscript
+A partial never arrives after SpeechStopped (so never after its final). Finals come in utterance
+order. Every utterance gets exactly one FinalTranscript; when the hallucination guard drops the
+decode (noise, a cough, "thank you" said by Whisper to silence) or the decode fails, its text is
+"" so clients can still close the turn.
+
+Positions (`at_ms`, `start_ms`, `end_ms`) are ms of the session's input stream: samples since the
+session's first sample / 16. SpeechStarted's `at_ms` is already moved back by the VAD padding and
+is reported min_speech_ms after speech began; SpeechStopped comes min_silence_ms after it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from voice.asr.streaming import AsrSettings, StreamingTranscriber, Transcriber
+from voice.asr.vad import WINDOW_SAMPLES, SpeechStart, VadEngine, VadEvent, VadSettings, VadStream
+from voice.asr.whisper import SAMPLE_RATE_HZ
+
+log = logging.getLogger(__name__)
+
+SAMPLES_PER_MS = SAMPLE_RATE_HZ / 1000
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    utterance: int
+    at_ms: float
+
+
+@dataclass(frozen=True)
+class SpeechStopped:
+    utterance: int
+    at_ms: float
+
+
+@dataclass(frozen=True)
+class PartialTranscript:
+    """`stable_text` is the agreed prefix, never taken back; `text` = stable_text + latest guess."""
+
+    utterance: int
+    text: str
+    stable_text: str
+
+
+@dataclass(frozen=True)
+class FinalTranscript:
+    """The whole utterance decoded; text "" when the guard dropped it."""
+
+    utterance: int
+    text: str
+    start_ms: float
+    end_ms: float
+    language: str
+
+
+AsrEvent = SpeechStarted | SpeechStopped | PartialTranscript | FinalTranscript
+
+
+@dataclass
+class _Utterance:
+    index: int
+    start_sample: int
+    transcriber: StreamingTranscriber
+    closed: bool = False
+    partial_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class Listener:
+    """Per-session VAD + streaming ASR over the process-wide engines.
+
+    One producer: call feed()/flush() from one task, never concurrently. Events go to `events`
+    (unbounded; the session pipeline drains it).
+    """
+
+    def __init__(
+        self,
+        vad_engine: VadEngine,
+        asr_engine: Transcriber,
+        vad_settings: VadSettings | None = None,
+        asr_settings: AsrSettings | None = None,
+    ) -> None:
+        self.vad_settings = vad_settings or VadSettings()
+        self.asr_settings = asr_settings or AsrSettings()
+        self._asr = asr_engine
+        self._vad = VadStream(vad_engine, self.vad_settings)
+        self.events: asyncio.Queue[AsrEvent] = asyncio.Queue()
+        # Pre-roll: SpeechStart points up to pad + min_speech (+ a window) before the newest audio.
+        pre_roll_ms = self.vad_settings.speech_pad_ms + self.vad_settings.min_speech_ms
+        self._keep_samples = int(pre_roll_ms * SAMPLES_PER_MS) + 4 * WINDOW_SAMPLES
+        self._history = np.zeros(0, dtype=np.float32)
+        self._history_start = 0  # stream position of _history[0], in samples
+        self._received = 0  # samples fed so far
+        self._utterance: _Utterance | None = None
+        self._next_index = 0
+        self._finals: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    @property
+    def in_speech(self) -> bool:
+        """True between SpeechStarted and SpeechStopped (for barge-in decisions)."""
+        return self._utterance is not None
+
+    async def feed(self, samples_16k: np.ndarray) -> None:
+        """Take the next 16 kHz float32 mono chunk (any length). Returns once the VAD has scored it."""
+        if self._closed:
+            raise RuntimeError("Listener is closed")
+        samples = np.asarray(samples_16k, dtype=np.float32)
+        self._remember(samples)
+        if self._utterance is not None:
+            self._utterance.transcriber.append(samples)
+        self._handle(await self._vad.process(samples))
+        self._maybe_partial()
+
+    async def flush(self) -> None:
+        """End of input: close the utterance in progress and wait for every pending final."""
+        self._handle(self._vad.flush())
+        if self._finals:
+            await asyncio.gather(*self._finals, return_exceptions=True)
+        self._finals = [t for t in self._finals if not t.done()]
+
+    async def aclose(self) -> None:
+        """Stop at once: cancel pending decodes; no further events."""
+        self._closed = True
+        tasks = list(self._finals)
+        if self._utterance is not None:
+            self._utterance.closed = True
+            tasks += self._utterance.partial_tasks
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _remember(self, samples: np.ndarray) -> None:
+        self._history = np.concatenate([self._history, samples])
+        self._received += len(samples)
+        extra = len(self._history) - self._keep_samples
+        if extra > 0:
+            self._history = self._history[extra:]
+            self._history_start += extra
+
+    def _handle(self, events: list[VadEvent]) -> None:
+        for event in events:
+            if isinstance(event, SpeechStart):
+                self._open(event.at_sample)
+            else:
+                self._close(event.at_sample)
+
+    def _open(self, at_sample: int) -> None:
+        start = max(at_sample, self._history_start)
+        index, self._next_index = self._next_index, self._next_index + 1
+        transcriber = StreamingTranscriber(self._asr, self.asr_settings, key=(id(self), index))
+        transcriber.append(self._history[start - self._history_start :])
+        self._utterance = _Utterance(index, start, transcriber)
+        self.events.put_nowait(SpeechStarted(index, start / SAMPLES_PER_MS))
+
+    def _close(self, at_sample: int) -> None:
+        utterance, self._utterance = self._utterance, None
+        if utterance is None:
+            return
+        utterance.closed = True
+        for task in utterance.partial_tasks:
+            task.cancel()
+        utterance.transcriber.truncate(at_sample - utterance.start_sample)
+        self.events.put_nowait(SpeechStopped(utterance.index, at_sample / SAMPLES_PER_MS))
+        previous = self._finals[-1] if self._finals else None
+        self._finals = [t for t in self._finals if not t.done()]
+        self._finals.append(asyncio.create_task(self._final(utterance, at_sample, previous)))
+
+    def _maybe_partial(self) -> None:
+        utterance = self._utterance
+        if utterance is None or not utterance.transcriber.partial_due():
+            return
+        task = asyncio.create_task(self._partial(utterance))
+        utterance.partial_tasks.add(task)
+        task.add_done_callback(utterance.partial_tasks.discard)
+
+    async def _partial(self, utterance: _Utterance) -> None:
+        try:
+            update = await utterance.transcriber.partial()
+        except Exception as exc:  # a failed partial only costs a partial
+            log.warning("partial decode of utterance %d failed: %r", utterance.index, exc, exc_info=True)
+            return
+        if update is not None and not utterance.closed:
+            self.events.put_nowait(PartialTranscript(utterance.index, update.text, update.stable_text))
+
+    async def _final(self, utterance: _Utterance, end_sample: int, previous: asyncio.Task[None] | None) -> None:
+        text, language = "", getattr(self._asr, "language", None) or "en"
+        try:
+            result = await utterance.transcriber.finalize()
+            text, language = result.text, result.language
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the turn must still close: publish an empty final
+            log.warning("final decode of utterance %d failed: %r", utterance.index, exc)
+        if previous is not None:  # finals in utterance order
+            with contextlib.suppress(Exception):
+                await asyncio.shield(previous)
+        self.events.put_nowait(FinalTranscript(
+            utterance.index, text, utterance.start_sample / SAMPLES_PER_MS, end_sample / SAMPLES_PER_MS, language))
