@@ -84,7 +84,7 @@ def test_piper_speech_over_pcm16(server, tmp_path):
 
 
 def test_stdin_raw_pcm(server, tmp_path):
-    clip, ref = librivox_clips()[1]
+    clip, ref = librivox_clips()[4]
     audio, _ = sf.read(str(clip), dtype="int16")
     raw = np.concatenate([np.zeros(8000, np.int16), audio, np.zeros(16000, np.int16)]).astype("<i2").tobytes()
     result = run_mic(server.url, "--input", "-", "--stdin-rate", "16000", "--json", stdin=raw)
@@ -93,7 +93,7 @@ def test_stdin_raw_pcm(server, tmp_path):
 
 
 def test_human_output_prints_the_words(server):
-    clip, ref = librivox_clips()[1]
+    clip, ref = librivox_clips()[4]
     result = run_mic(server.url, "--input", str(clip), "--fast")
     assert result.returncode == 0, result.stderr.decode()
     lines = [ln[2:] for ln in result.stdout.decode().splitlines() if ln.startswith("> ")]

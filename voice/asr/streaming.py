@@ -111,8 +111,8 @@ class HallucinationGuard:
 class LocalAgreement:
     """LocalAgreement-2 over words: commits the prefix that two consecutive hypotheses share.
 
-    Words compare case- and punctuation-insensitively ("Clubs." == "clubs"); committed words keep
-    the spelling they were first published with and are never taken back.
+    Words compare case- and punctuation-insensitively ("Clubs." == "clubs"). Newly agreed words
+    take the latest hypothesis's spelling; once committed they are never changed or taken back.
     """
 
     def __init__(self) -> None:
