@@ -11,7 +11,9 @@ say() { printf '[install] %s\n' "$*" >&2; }
 
 # --- system packages -------------------------------------------------------------------------
 apt_pkgs=(libopus0 libportaudio2)          # opuslib loads libopus via ctypes; sounddevice needs PortAudio
-[ $want_test = 1 ] && apt_pkgs+=(pocketsphinx-testdata sox)   # real read speech with reference transcripts
+# tests: real read speech with reference transcripts, and a PulseAudio virtual microphone
+[ $want_test = 1 ] && apt_pkgs+=(pocketsphinx-testdata sox pulseaudio pulseaudio-utils libasound2-plugins)
+[ $want_test = 1 ] && ! command -v node >/dev/null && apt_pkgs+=(nodejs)   # JavaScript protocol tests
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,7 +24,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-command -v node >/dev/null || say "warning: node not found; the JavaScript protocol tests need Node.js >= 18"
 
 # --- virtual environment ---------------------------------------------------------------------
 PY=${PYTHON:-python3}

@@ -14,6 +14,7 @@ the awaiting loop with `call_soon_threadsafe`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -289,10 +290,8 @@ class AdaptiveBatcher(Generic[T, R]):
 
 def _deliver(pending: _Pending[Any, Any], result: Any) -> None:
     """Settle the awaiter's future on its own loop; a closed loop or a cancelled awaiter is fine."""
-    try:
+    with contextlib.suppress(RuntimeError):  # the awaiter's loop is closed: nobody is waiting
         pending.loop.call_soon_threadsafe(_settle, pending.future, result)
-    except RuntimeError:  # the awaiter's loop is closed: nobody is waiting any more
-        pass
 
 
 def _settle(future: asyncio.Future[Any], result: Any) -> None:

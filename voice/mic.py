@@ -26,6 +26,7 @@ from voice.protocol import ErrorCode
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_CONNECT, EXIT_AUTH, EXIT_SESSION, EXIT_AUDIO, EXIT_TIMEOUT = range(8)
 CHUNK_MS = 20
+MIC_STALL_S = 5.0  # a live device silent this long is broken (not quiet: silence still flows)
 
 
 class AudioSourceError(Exception):
@@ -119,9 +120,9 @@ async def microphone(rate_hz: int, device: str | None, seconds: float | None) ->
     with stream:
         while deadline is None or time.monotonic() < deadline:
             try:
-                yield await asyncio.wait_for(queue.get(), 1.0)
+                yield await asyncio.wait_for(queue.get(), MIC_STALL_S)
             except TimeoutError:
-                raise AudioSourceError("the microphone delivers no audio") from None
+                raise AudioSourceError(f"the microphone delivered no audio for {MIC_STALL_S:g} s") from None
 
 
 def open_source(args: MicArgs) -> AsyncIterator[np.ndarray]:

@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 import pytest
+from speech_data import all_clips_or_skip, corpus_wer, load_wav_16k, model_path_or_skip
 
-from tests.speech_data import all_clips_or_skip, corpus_wer, load_wav_16k, model_path_or_skip
 from voice.asr.listener import FinalTranscript, Listener, PartialTranscript, SpeechStarted, SpeechStopped
 from voice.asr.vad import VadEngine
 from voice.asr.whisper import WhisperEngine

@@ -10,8 +10,8 @@ import asyncio
 
 import numpy as np
 import pytest
+from speech_data import DATA_HINT, librivox_clips, load_wav_16k, model_path_or_skip
 
-from tests.speech_data import DATA_HINT, librivox_clips, load_wav_16k, model_path_or_skip
 from voice.asr.vad import (
     CONTEXT_SAMPLES,
     WINDOW_SAMPLES,

@@ -92,9 +92,8 @@ def opus_round_trip(rate_hz: int, application: str) -> tuple[np.ndarray, np.ndar
     encoder, decoder = OpusEncoder(rate_hz, application=application), OpusDecoder(rate_hz)
     signal = float32_to_int16(voice_like(rate_hz))
     frame = encoder.frame_samples
-    decoded = np.concatenate([
-        decoder.decode(encoder.encode(signal[i : i + frame])) for i in range(0, len(signal) - frame + 1, frame)
-    ])
+    starts = range(0, len(signal) - frame + 1, frame)
+    decoded = np.concatenate([decoder.decode(encoder.encode(signal[i : i + frame])) for i in starts])
     assert len(decoded) == len(signal) // frame * frame
     return int16_to_float32(signal), int16_to_float32(decoded)
 

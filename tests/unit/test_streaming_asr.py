@@ -115,7 +115,9 @@ class ScriptedTranscriber:
         self.script = list(script)
         self.calls: list[tuple[int, bool, Hashable | None]] = []
 
-    async def transcribe(self, audio_16k: np.ndarray, *, final: bool, key: Hashable | None = None) -> AsrResult:
+    async def transcribe(
+        self, audio_16k: np.ndarray, *, final: bool, key: Hashable | None = None
+    ) -> AsrResult:
         self.calls.append((len(audio_16k), final, key))
         await asyncio.sleep(0)
         item = self.script.pop(0)

@@ -196,7 +196,9 @@ class Listener:
         if update is not None and not utterance.closed:
             self.events.put_nowait(PartialTranscript(utterance.index, update.text, update.stable_text))
 
-    async def _final(self, utterance: _Utterance, end_sample: int, previous: asyncio.Task[None] | None) -> None:
+    async def _final(
+        self, utterance: _Utterance, end_sample: int, previous: asyncio.Task[None] | None
+    ) -> None:
         text, language = "", getattr(self._asr, "language", None) or "en"
         try:
             result = await utterance.transcriber.finalize()
@@ -208,5 +210,5 @@ class Listener:
         if previous is not None:  # finals in utterance order
             with contextlib.suppress(Exception):
                 await asyncio.shield(previous)
-        self.events.put_nowait(FinalTranscript(
-            utterance.index, text, utterance.start_sample / SAMPLES_PER_MS, end_sample / SAMPLES_PER_MS, language))
+        start_ms, end_ms = utterance.start_sample / SAMPLES_PER_MS, end_sample / SAMPLES_PER_MS
+        self.events.put_nowait(FinalTranscript(utterance.index, text, start_ms, end_ms, language))

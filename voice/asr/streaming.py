@@ -30,7 +30,9 @@ _NOT_WORD = re.compile(r"[^\w']+")
 class Transcriber(Protocol):
     """What StreamingTranscriber needs from an engine (WhisperEngine has it)."""
 
-    async def transcribe(self, audio_16k: np.ndarray, *, final: bool, key: Hashable | None = None) -> AsrResult:
+    async def transcribe(
+        self, audio_16k: np.ndarray, *, final: bool, key: Hashable | None = None
+    ) -> AsrResult:
         ...
 
 

@@ -86,7 +86,7 @@ class SileroVad:
         elif {"input", "h", "c"} <= names:
             self.layout = "sequence"
         else:
-            raise ValueError(f"{model_path}: not a Silero VAD layout this code knows (inputs {sorted(names)})")
+            raise ValueError(f"{model_path}: unknown Silero VAD layout (inputs {sorted(names)})")
         self._needs_sr = "sr" in names
         self._sr = np.array(SAMPLE_RATE_HZ, dtype=np.int64)
 

@@ -106,7 +106,9 @@ class WhisperEngine:
             target_latency_ms=target_latency_ms)
         log.info("whisper: %s on %s/%s, %d threads", model_dir, device, compute_type, cpu_threads)
 
-    async def transcribe(self, audio_16k: np.ndarray, *, final: bool, key: Hashable | None = None) -> AsrResult:
+    async def transcribe(
+        self, audio_16k: np.ndarray, *, final: bool, key: Hashable | None = None
+    ) -> AsrResult:
         """Decode 16 kHz float32 mono audio. Finals go ahead of partials; a queued partial is
         replaced (its awaiter gets Superseded) by a newer one with the same key. Audio longer than
         30 s is decoded in 30 s pieces and the texts are joined."""

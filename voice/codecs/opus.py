@@ -83,9 +83,8 @@ class OpusDecoder:
 
     def _run(self, packet: bytes | None, frame_size: int) -> np.ndarray:
         try:
-            pcm = opuslib.api.decoder.decode(
-                self._decoder.decoder_state, packet, len(packet) if packet else 0, frame_size, False, channels=1
-            )
+            state = self._decoder.decoder_state
+            pcm = opuslib.api.decoder.decode(state, packet, len(packet or b""), frame_size, False, channels=1)
         except opuslib.OpusError as exc:
             reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
             raise BadAudio(f"Opus decode failed: {reason}") from exc
