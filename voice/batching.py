@@ -252,14 +252,16 @@ class AdaptiveBatcher(Generic[T, R]):
                 self._process(batch)
 
     def _gather(self) -> list[_Pending[T, R]] | None:
-        """Wait for a first request, then up to window_ms for more (or until the batch is full)."""
+        """Wait for a first request, then for more until window_ms after the oldest queued one
+        (a request that already waited while the worker was busy is not held back again)."""
         with self._cond:
             while not self._queued() and not self._closed:
                 self._cond.wait()
             if self._closed:
                 return None
             size = self._next_batch_size()
-            deadline = time.monotonic() + self.window_ms / 1000.0
+            oldest = min(q[0].queued_at for q in (self._urgent, self._bulk) if q)
+            deadline = oldest + self.window_ms / 1000.0
             while self._queued() < size and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -62,7 +62,7 @@ class AsrSettings(Strict):
 
 
 class VadEngineSettings(Strict):
-    model: str = "silero-vad"               # registry name or an .onnx path
+    model: str = "silero-vad-pkg"           # registry name or an .onnx path; this one batches across sessions
     defaults: VadSettings = Field(default_factory=VadSettings)  # sessions may override per HELLO
 
 

@@ -30,3 +30,13 @@ ASR_DECODE = Histogram("voice_asr_decode_seconds", "Whisper decode time by kind"
 def render() -> bytes:
     """The Prometheus text exposition of this registry."""
     return generate_latest(REGISTRY)
+
+TURN_STAGE = Histogram(
+    "voice_turn_stage_seconds",
+    "Per-turn latency from the end of user speech to each stage: final_transcript, first_llm_token, "
+    "first_tts_audio, first_audio_sent (= voice-to-voice)",
+    ["stage"], buckets=LATENCY_BUCKETS_S, registry=REGISTRY)
+INTERRUPTIONS = Counter("voice_interruptions_total", "Agent replies cut short by the user (barge-in)",
+                        registry=REGISTRY)
+REPLIES = Counter("voice_replies_total", "Agent replies by outcome (done, interrupted, failed)", ["outcome"],
+                  registry=REGISTRY)

@@ -245,12 +245,28 @@ def _spec(name: str) -> ModelSpec:
         raise ModelMissing(f"unknown model '{name}' (known: {known}; or give a path)") from None
 
 
-def resolve(setting: str, kind: ModelKind | None = None) -> Path | str:
-    """Turn a model setting into what a loader takes.
+def hub_id(setting: str) -> str | None:
+    """"hf:ORG/NAME" -> "ORG/NAME"; anything else -> None (a bare id is never fetched)."""
+    return setting[3:] if setting.startswith("hf:") and "/" in setting else None
+
+
+def fetch_from_hub(repo_id: str) -> Path:
+    """Download a model snapshot; only ever reached when the user's setting says "hf:"."""
+    from huggingface_hub import snapshot_download
+
+    log.warning("downloading %s from the Hugging Face hub (the setting asked for it)", repo_id)
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as e:  # offline, unknown repo, auth: one clear line
+        raise ModelMissing(f"cannot download '{repo_id}' from the hub: {type(e).__name__}: {e}") from None
+
+
+def resolve(setting: str, kind: ModelKind | None = None) -> Path:
+    """Turn a model setting into the path a loader takes.
 
     - a registry name -> its path (verified);
     - an existing file or folder -> that path, the user's own weights;
-    - "hf:ORG/NAME" -> the hub id "ORG/NAME", returned as a str: only when the user asks for a download;
+    - "hf:ORG/NAME" -> downloaded snapshot folder: only when the user asks for it;
     - anything else -> ModelMissing with one clear line.
     """
     if setting in REGISTRY:
@@ -258,8 +274,8 @@ def resolve(setting: str, kind: ModelKind | None = None) -> Path | str:
         if kind and spec.kind != kind:
             raise ModelMissing(f"model '{setting}' is a {spec.kind} model, not {kind}")
         return model_path(setting)
-    if setting.startswith("hf:"):
-        return setting[3:]
+    if repo := hub_id(setting):
+        return fetch_from_hub(repo)
     path = Path(setting).expanduser()
     if path.exists():
         return path

@@ -119,3 +119,20 @@ def test_sigterm_drains_the_turn_in_flight_then_closes_with_1001(tmp_path):
         assert srv.proc.wait(30) == 0
     finally:
         srv.stop()
+
+
+def test_session_options_from_hello_and_config_update(server):
+    with raw_connect(server.url) as ws:
+        ready = handshake(ws, options={"vad": {"min_silence_ms": 700}, "agent": "assistant"})
+        assert ready["options"]["vad"]["min_silence_ms"] == 700 and ready["options"]["agent"] == "assistant"
+        ws.send(frame(MessageType.CONTROL, json.dumps({"type": "config", "options": {"vad": {"threshold": 0.7}}})
+                      .encode()))
+        event = json.loads(recv_frame(ws).payload)
+        assert event["type"] == "session_options" and event["options"]["vad"]["threshold"] == 0.7
+        ws.send(frame(MessageType.CONTROL, json.dumps({"type": "config", "options": {"vad": {"threshold": 7}}})
+                      .encode()))
+        assert expect_error(ws)[0] == ErrorCode.BAD_MESSAGE  # rejected, session goes on
+    with raw_connect(server.url) as ws:
+        ws.send(frame(MessageType.HELLO, hello_payload(options={"vad": {"min_speech_ms": -5}})))
+        assert expect_error(ws)[0] == ErrorCode.BAD_MESSAGE
+        assert close_code(ws) == ErrorCode.BAD_MESSAGE

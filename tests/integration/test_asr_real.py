@@ -65,12 +65,12 @@ async def test_finals_word_error_rate_is_at_most_15_percent(vad_engine, asr_engi
 
 
 async def test_partials_arrive_before_the_final_for_clips_of_3_s_or_more(vad_engine, asr_engine):
-    # Paced at 4x real time: unpaced, a whole 3 s clip is fed faster than one Whisper decode (~0.35 s),
+    # Paced at 3x real time: unpaced, a whole 3 s clip is fed faster than one Whisper decode (~0.35 s),
     # so the utterance is closed before any partial can finish (partials never follow SpeechStopped).
     long_clips = [(p, a) for p, _ in all_clips_or_skip() if len(a := load_wav_16k(p)) >= 3 * SR]
     assert long_clips
     for path, audio in long_clips:
-        events = await listen(Listener(vad_engine, asr_engine), with_silence(audio), speed=4.0)
+        events = await listen(Listener(vad_engine, asr_engine), with_silence(audio, 0.5), speed=3.0)
         kinds = [type(e) for e in events]
         assert PartialTranscript in kinds, path.name
         assert kinds.index(PartialTranscript) < kinds.index(FinalTranscript), path.name
@@ -151,3 +151,15 @@ async def test_audio_longer_than_30_s_is_decoded_in_pieces(asr_engine):
     reference = " ".join(ref for _, ref in clips[:5]) * 1
     assert result.duration_s == pytest.approx(len(audio) / SR)
     assert corpus_wer([(reference + " " + reference, result.text)]) <= 0.3
+
+
+async def test_one_long_chunk_transcribes_like_20_ms_chunks(vad_engine, asr_engine):
+    path, _ = all_clips_or_skip()[1]
+    audio = with_silence(load_wav_16k(path), 2.0)
+    chunked = await listen(Listener(vad_engine, asr_engine), audio)
+    listener = Listener(vad_engine, asr_engine)
+    await listener.feed(audio)
+    await listener.flush()
+    whole = [listener.events.get_nowait() for _ in range(listener.events.qsize())]
+    finals = [[e for e in events if isinstance(e, FinalTranscript)] for events in (chunked, whole)]
+    assert finals[0] == finals[1]

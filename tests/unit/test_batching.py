@@ -260,3 +260,19 @@ async def test_batch_size_follows_target_latency():
         b.close()
     assert 1 <= stats.next_batch_size <= 4
     assert stats.mean_batch_size < 32
+
+
+async def test_request_that_waited_behind_a_busy_worker_is_not_held_for_another_window(recorder):
+    b = AdaptiveBatcher(recorder, name="late", window_ms=500.0)
+    try:
+        blocker = asyncio.create_task(b.submit("block"))
+        await recorder.wait_blocking()
+        waiting = asyncio.create_task(b.submit("waiting"))
+        await asyncio.sleep(0.6)  # longer than the window
+        released = time.perf_counter()
+        recorder.release.set()
+        await asyncio.gather(blocker, waiting)
+        assert time.perf_counter() - released < 0.25
+    finally:
+        recorder.release.set()
+        b.close()

@@ -29,7 +29,7 @@ def test_gpu_profile_selects_cuda():
 
 
 def test_non_loopback_needs_a_token():
-    with pytest.raises(ConfigError, match="requires server.token"):
+    with pytest.raises(ConfigError, match=r"requires server\.token"):
         load_settings(overrides={"server": {"host": "0.0.0.0"}}, environ={})
     s = load_settings(overrides={"server": {"host": "0.0.0.0", "token": "t"}}, environ={})
     assert s.server.token == "t"
@@ -47,7 +47,7 @@ def test_errors_name_the_key():
 def test_broken_toml_is_a_config_error(tmp_path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[server\nport=1")
-    with pytest.raises(ConfigError, match="bad.toml"):
+    with pytest.raises(ConfigError, match=r"bad\.toml"):
         load_settings(cfg, environ={})
 
 

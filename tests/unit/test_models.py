@@ -73,7 +73,8 @@ def test_missing_package_gives_one_line_naming_it(monkeypatch):
 def test_resolve_accepts_names_paths_and_explicit_hub_ids(tmp_path):
     assert models.resolve("whisper-tiny.en", "asr") == models.model_path("whisper-tiny.en")
     assert models.resolve(str(tmp_path)) == tmp_path
-    assert models.resolve("hf:Systran/faster-whisper-small") == "Systran/faster-whisper-small"
+    assert models.hub_id("hf:Systran/faster-whisper-small") == "Systran/faster-whisper-small"
+    assert models.hub_id("Systran/faster-whisper-small") is None
     with pytest.raises(ModelMissing, match="neither a registry name"):
         models.resolve("Systran/faster-whisper-small")  # a bare hub id is never fetched
     with pytest.raises(ModelMissing, match="not asr"):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from voice.asr.streaming import AsrSettings, StreamingTranscriber, Transcriber
+from voice.asr.streaming import AsrSettings, PartialText, StreamingTranscriber, Transcriber
 from voice.asr.vad import WINDOW_SAMPLES, SpeechStart, VadEngine, VadEvent, VadSettings, VadStream
 from voice.asr.whisper import SAMPLE_RATE_HZ
 
@@ -74,7 +74,7 @@ class _Utterance:
     start_sample: int
     transcriber: StreamingTranscriber
     closed: bool = False
-    partial_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    partial_tasks: set[asyncio.Task[PartialText | None]] = field(default_factory=set)
 
 
 class Listener:
@@ -101,11 +101,17 @@ class Listener:
         self._keep_samples = int(pre_roll_ms * SAMPLES_PER_MS) + 4 * WINDOW_SAMPLES
         self._history = np.zeros(0, dtype=np.float32)
         self._history_start = 0  # stream position of _history[0], in samples
-        self._received = 0  # samples fed so far
         self._utterance: _Utterance | None = None
         self._next_index = 0
         self._finals: list[asyncio.Task[None]] = []
         self._closed = False
+
+    def update_vad(self, settings: VadSettings) -> None:
+        """New VAD settings from now on (session config update, echo gating); state is kept."""
+        self.vad_settings = settings
+        self._vad.detector.retune(settings)
+        pre_roll_ms = settings.speech_pad_ms + settings.min_speech_ms
+        self._keep_samples = int(pre_roll_ms * SAMPLES_PER_MS) + 4 * WINDOW_SAMPLES
 
     @property
     def in_speech(self) -> bool:
@@ -117,10 +123,11 @@ class Listener:
         if self._closed:
             raise RuntimeError("Listener is closed")
         samples = np.asarray(samples_16k, dtype=np.float32)
-        self._remember(samples)
+        self._history = np.concatenate([self._history, samples])
         if self._utterance is not None:
             self._utterance.transcriber.append(samples)
         self._handle(await self._vad.process(samples))
+        self._forget_old_history()  # only now: a long chunk may hold its own SpeechStart
         self._maybe_partial()
 
     async def flush(self) -> None:
@@ -143,9 +150,7 @@ class Listener:
 
     # -- internals -----------------------------------------------------------------------------------
 
-    def _remember(self, samples: np.ndarray) -> None:
-        self._history = np.concatenate([self._history, samples])
-        self._received += len(samples)
+    def _forget_old_history(self) -> None:
         extra = len(self._history) - self._keep_samples
         if extra > 0:
             self._history = self._history[extra:]
@@ -183,17 +188,19 @@ class Listener:
         utterance = self._utterance
         if utterance is None or not utterance.transcriber.partial_due():
             return
-        task = asyncio.create_task(self._partial(utterance))
+        task = asyncio.create_task(utterance.transcriber.partial())  # books the request right now
         utterance.partial_tasks.add(task)
-        task.add_done_callback(utterance.partial_tasks.discard)
+        task.add_done_callback(lambda t: self._publish_partial(utterance, t))
 
-    async def _partial(self, utterance: _Utterance) -> None:
-        try:
-            update = await utterance.transcriber.partial()
-        except Exception as exc:  # a failed partial only costs a partial
-            log.warning("partial decode of utterance %d failed: %r", utterance.index, exc, exc_info=True)
+    def _publish_partial(self, utterance: _Utterance, task: asyncio.Task[PartialText | None]) -> None:
+        utterance.partial_tasks.discard(task)
+        if task.cancelled() or utterance.closed:
             return
-        if update is not None and not utterance.closed:
+        if (exc := task.exception()) is not None:  # a failed partial only costs a partial
+            log.warning("partial decode of utterance %d failed: %r", utterance.index, exc)
+            return
+        update = task.result()
+        if update is not None:
             self.events.put_nowait(PartialTranscript(utterance.index, update.text, update.stable_text))
 
     async def _final(

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Hashable
+from collections.abc import Coroutine, Hashable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -186,13 +186,16 @@ class StreamingTranscriber:
         return (s.partials and self.samples - self._last_partial_at >= interval
                 and self.samples <= s.max_partial_audio_ms * SAMPLE_RATE_HZ / 1000)
 
-    async def partial(self) -> PartialText | None:
-        """Decode the utterance so far. None when there is nothing new to publish: superseded by a
-        newer request, overtaken by a newer decode, dropped by the guard, or unchanged."""
+    def partial(self) -> Coroutine[Any, Any, PartialText | None]:
+        """Request a decode of the utterance so far (bookkeeping happens now, so partial_due() is
+        False at once); await the result. It is None when there is nothing new to publish:
+        superseded by a newer request, overtaken by a newer decode, dropped by the guard, or
+        unchanged."""
         self._last_partial_at = self.samples
         self._requested += 1
-        seq = self._requested
-        audio = self.audio()
+        return self._decode_partial(self._requested, self.audio())
+
+    async def _decode_partial(self, seq: int, audio: np.ndarray) -> PartialText | None:
         try:
             result = await self.engine.transcribe(audio, final=False, key=self.key)
         except Superseded:

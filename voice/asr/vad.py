@@ -190,18 +190,24 @@ class VadDetector:
 
     def __init__(self, settings: VadSettings, *, window_samples: int = WINDOW_SAMPLES,
                  sample_rate_hz: int = SAMPLE_RATE_HZ) -> None:
-        per_ms = sample_rate_hz / 1000.0
-        self.threshold = settings.threshold
-        self.neg_threshold = settings.effective_neg_threshold
-        self.min_speech_samples = round(settings.min_speech_ms * per_ms)
-        self.min_silence_samples = round(settings.min_silence_ms * per_ms)
-        self.pad_samples = round(settings.speech_pad_ms * per_ms)
+        self.sample_rate_hz = sample_rate_hz
+        self.retune(settings)
         self.window_samples = window_samples
         self.position_samples = 0  # end of the audio scored so far
         self.state = "silence"
         self._onset_at = 0
         self._silence_at = 0
         self._last_end = 0
+
+    def retune(self, settings: VadSettings) -> None:
+        """Apply new thresholds and durations mid-stream, keeping the current state (used to raise
+        the threshold while the agent speaks on clients without echo cancellation)."""
+        per_ms = self.sample_rate_hz / 1000.0
+        self.threshold = settings.threshold
+        self.neg_threshold = settings.effective_neg_threshold
+        self.min_speech_samples = round(settings.min_speech_ms * per_ms)
+        self.min_silence_samples = round(settings.min_silence_ms * per_ms)
+        self.pad_samples = round(settings.speech_pad_ms * per_ms)
 
     @property
     def in_speech(self) -> bool:

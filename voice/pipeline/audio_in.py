@@ -27,10 +27,8 @@ class AudioInput:
 
     def decode(self, payload: bytes) -> np.ndarray:
         """One AUDIO payload -> float32 16 kHz samples (may be empty while the resampler fills)."""
-        if self._opus is not None:
-            pcm = int16_to_float32(self._opus.decode(payload))
-        else:
-            pcm = bytes_to_float32(payload)  # raises BadAudio on an odd byte count
+        # both raise BadAudio: a malformed Opus packet, an odd PCM16 byte count
+        pcm = int16_to_float32(self._opus.decode(payload)) if self._opus else bytes_to_float32(payload)
         self.samples_in += len(pcm)
         return self._resampler.process(pcm) if self._resampler else pcm
 

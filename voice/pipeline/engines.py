@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from voice import models
 from voice.asr.vad import VadEngine
@@ -32,7 +31,7 @@ class Engines:
 def load_engines(settings: Settings) -> Engines:
     """Resolve model settings to files (clear error if missing) and start the engines."""
     t0 = time.monotonic()
-    vad_path = Path(models.resolve(settings.vad.model, "vad"))
+    vad_path = models.resolve(settings.vad.model, "vad")
     asr_model = models.resolve(settings.asr.model, "asr")
     log.info("loading models", extra={"vad": str(vad_path), "asr": str(asr_model)})
     vad = VadEngine(vad_path)

@@ -143,8 +143,8 @@ class Session:
 
     def _check_hello(self, hello: msg.Hello) -> msg.Hello:
         if hello.version != PROTOCOL_VERSION:
-            raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
-                                f"protocol version {hello.version} not supported; this server speaks {PROTOCOL_VERSION}")
+            raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"protocol version {hello.version} not supported; "
+                                f"this server speaks {PROTOCOL_VERSION}")
         expected = self.settings.server.token
         if expected:
             header = self.auth_header or ""

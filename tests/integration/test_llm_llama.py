@@ -1,0 +1,159 @@
+"""LlamaCppEngine with the real models: SmolLM2-135M for the mechanics, Qwen2.5-Coder-0.5B for answers.
+
+Every engine here uses one thread per context: the machine has 2 cores shared with other tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import pytest
+from speech_data import model_path_or_skip
+
+from voice.llm.base import GenerationOptions
+from voice.llm.errors import LlmError
+from voice.llm.llama import LlamaCppEngine
+
+pytestmark = pytest.mark.timeout(180)
+
+SYSTEM = {"role": "system", "content": "You are a voice assistant. Answer briefly in plain text."}
+STORY = [SYSTEM, {"role": "user", "content": "Tell me a long story about a dragon and a knight."}]
+GREEDY = GenerationOptions(max_tokens=24, temperature=0.0)
+
+
+@dataclass
+class Reply:
+    deltas: list[str]
+    first_delta_s: float  # time.monotonic() of the first delta
+    end_s: float
+
+    @property
+    def text(self) -> str:
+        return "".join(self.deltas)
+
+
+async def collect(engine: LlamaCppEngine, messages, options: GenerationOptions = GREEDY) -> Reply:
+    deltas: list[str] = []
+    first = 0.0
+    async for delta in engine.stream_chat(messages, options):
+        first = first or time.monotonic()
+        deltas.append(delta)
+    return Reply(deltas, first, time.monotonic())
+
+
+@pytest.fixture(scope="module")
+def smol():
+    engine = LlamaCppEngine(model_path_or_skip("smollm2-135m"), n_ctx=1024, n_threads=1)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    engine = LlamaCppEngine(model_path_or_skip("qwen2.5-coder-0.5b"), n_ctx=2048, n_threads=1)
+    yield engine
+    engine.close()
+
+
+async def test_reply_streams_in_several_deltas(smol):
+    reply = await collect(smol, STORY)
+    assert len(reply.deltas) >= 5
+    assert reply.text.strip()
+
+
+async def test_qwen_says_paris_is_the_capital_of_france(qwen):
+    messages = [SYSTEM, {"role": "user", "content": "What is the capital of France?"}]
+    reply = await collect(qwen, messages)
+    assert "paris" in reply.text.lower()
+
+
+async def test_tools_are_rendered_by_the_gguf_template(qwen):
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    messages = [{"role": "system", "content": "You are a voice assistant. Call a tool only when the user asks "
+                 "for something a tool can do; otherwise answer briefly in plain text."},
+                {"role": "user", "content": "What's the weather in Berlin?"}]
+    reply = await collect(qwen, messages, GenerationOptions(max_tokens=40, temperature=0.0, tools=tools))
+    assert "get_weather" in reply.text and "Berlin" in reply.text
+
+
+async def test_cancel_after_first_delta_frees_the_context(smol):
+    stream = smol.stream_chat(STORY, GenerationOptions(max_tokens=400, temperature=0.0))
+    async with contextlib.aclosing(stream):
+        async for _ in stream:
+            break
+    started = time.monotonic()
+    reply = await collect(smol, [SYSTEM, {"role": "user", "content": "Say hello."}],
+                          GenerationOptions(max_tokens=8, temperature=0.0))
+    assert reply.deltas
+    assert time.monotonic() - started < 5.0  # 400 tokens would take 8 s or more at 1 thread
+    assert smol.last_cancel_release_ms is not None and smol.last_cancel_release_ms < 1000
+
+
+async def test_task_cancellation_frees_the_context(smol):
+    first = asyncio.Event()
+
+    async def consume():
+        async for _ in smol.stream_chat(STORY, GenerationOptions(max_tokens=400, temperature=0.0)):
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 30)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    reply = await asyncio.wait_for(collect(smol, STORY, GenerationOptions(max_tokens=4)), 5.0)
+    assert reply.deltas
+
+
+async def test_one_context_serves_two_sessions_in_turn(smol):
+    a, b = await asyncio.gather(collect(smol, STORY), collect(smol, STORY))
+    assert a.deltas and b.deltas
+    assert min(a.first_delta_s, b.first_delta_s) < max(a.first_delta_s, b.first_delta_s)
+    later, earlier = (b, a) if b.first_delta_s > a.first_delta_s else (a, b)
+    assert later.first_delta_s >= earlier.end_s  # FIFO: one reply at a time
+
+
+async def test_two_contexts_serve_two_sessions_at_once():
+    engine = LlamaCppEngine(model_path_or_skip("smollm2-135m"), n_ctx=1024, n_threads=1, contexts=2)
+    try:
+        options = GenerationOptions(max_tokens=48, temperature=0.0)
+        a, b = await asyncio.gather(collect(engine, STORY, options), collect(engine, STORY, options))
+    finally:
+        engine.close()
+    assert a.deltas and b.deltas
+    assert a.first_delta_s < b.end_s and b.first_delta_s < a.end_s  # the replies overlap
+
+
+async def test_prompt_longer_than_the_context_is_an_llm_error_and_the_engine_survives():
+    engine = LlamaCppEngine(model_path_or_skip("smollm2-135m"), n_ctx=256, n_threads=1)
+    try:
+        huge = [SYSTEM, {"role": "user", "content": "dragon " * 600}]
+        with pytest.raises(LlmError, match="context window"):
+            await collect(engine, huge)
+        reply = await collect(engine, [SYSTEM, {"role": "user", "content": "Say hello."}])
+    finally:
+        engine.close()
+    assert reply.deltas
+
+
+@pytest.mark.parametrize("messages", ["hello", [], ["hello"], [{"content": "no role"}]])
+async def test_malformed_messages_are_an_llm_error(smol, messages):
+    with pytest.raises(LlmError, match="messages"):
+        await collect(smol, messages)
+
+
+def test_count_tokens_uses_the_model_tokenizer(smol):
+    assert smol.count_tokens("Hello world, how are you?") == 7
+    assert smol.count_tokens("") == 0
+
+
+async def test_closed_engine_refuses_requests():
+    engine = LlamaCppEngine(model_path_or_skip("smollm2-135m"), n_ctx=256, n_threads=1)
+    engine.close()
+    with pytest.raises(LlmError, match="closed"):
+        await collect(engine, STORY)

@@ -1,0 +1,160 @@
+"""What SNAC and DAC decoders share: the `CodecDecoder` protocol, device choice, and the
+sliding window that turns a stream of codec frames into decode requests.
+
+A *frame* is the unit a token LM emits in one step group: 7 SNAC codes (85.3 ms at 24 kHz) for
+Orpheus, 2 DAC codes (13.3 ms) for OuteTTS. Decoders take equal-length batches of frames and
+return audio; streaming is done here, above the model, so batching across streams stays a plain
+stack of equally shaped windows.
+
+Nothing here imports torch: the window arithmetic and the device choice are tested on any box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+DeviceSetting = Literal["auto", "cpu", "cuda"]
+DtypeSetting = Literal["auto", "float32", "float16", "bfloat16"]
+
+
+@runtime_checkable
+class CodecDecoder(Protocol):
+    """Codec frames in, audio out, many streams per call.
+
+    `decode(frames)` takes int64 codes shaped [batch, n_frames, codes_per_frame] (the codec's own
+    frame layout, documented by each decoder) and returns float32 audio shaped
+    [batch, n_frames * samples_per_frame] in [-1, 1] at `sample_rate_hz`. The caller owns both arrays.
+    """
+
+    name: str
+    sample_rate_hz: int
+    samples_per_frame: int
+    codes_per_frame: int
+    codebook_size: int
+    device: str
+
+    def decode(self, frames: np.ndarray) -> np.ndarray: ...
+
+
+def choose_device(requested: DeviceSetting, cuda_available: bool) -> Literal["cpu", "cuda"]:
+    """The device a decoder runs on. "auto" takes CUDA when present; asking for CUDA without one
+    is a configuration error, not a silent fall back to a CPU that cannot keep up."""
+    if requested == "cpu":
+        return "cpu"
+    if requested == "cuda":
+        if not cuda_available:
+            raise RuntimeError("codec device 'cuda' requested but torch sees no CUDA device")
+        return "cuda"
+    if requested == "auto":
+        return "cuda" if cuda_available else "cpu"
+    raise ValueError(f"unknown device {requested!r} (auto, cpu or cuda)")
+
+
+def choose_dtype(device: str, requested: DtypeSetting = "auto") -> Literal["float32", "float16", "bfloat16"]:
+    """fp16 on CUDA (half the memory traffic, the codecs were trained to tolerate it); fp32 on
+    CPU, where half precision convolutions are slower, not faster."""
+    if requested == "auto":
+        return "float16" if device == "cuda" else "float32"
+    if requested != "float32" and device == "cpu":
+        raise ValueError(f"dtype {requested} is not supported on CPU for codec decoding")
+    return requested
+
+
+def check_codes(frames: np.ndarray, codes_per_frame: int, codebook_size: int) -> np.ndarray:
+    """Validate a [batch, n_frames, codes_per_frame] code array; returns it as int64."""
+    frames = np.asarray(frames)
+    if frames.ndim != 3 or frames.shape[2] != codes_per_frame or frames.shape[1] == 0:
+        raise ValueError(f"frames must be [batch, n_frames>0, {codes_per_frame}], got {frames.shape}")
+    if frames.min() < 0 or frames.max() >= codebook_size:
+        raise ValueError(f"codes must be in [0, {codebook_size}), got [{frames.min()}, {frames.max()}]")
+    return frames.astype(np.int64, copy=False)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Sliding-window decode: each request decodes `left + hop + right` frames and keeps the audio
+    of the `hop` frames in the middle. Context on both sides makes a window's kept audio match a
+    one-shot decode of the whole utterance, so joins do not click.
+
+    Orpheus: left 1, hop 1, right 2 = 4 frames (28 tokens), keep samples 2048:4096, i.e. the
+    `buffer[-28:]` / `audio_hat[:, :, 2048:4096]` of canopyai Orpheus-TTS orpheus_tts/decoder.py.
+    """
+
+    left_frames: int
+    hop_frames: int
+    right_frames: int
+
+    def __post_init__(self) -> None:
+        if self.left_frames < 0 or self.right_frames < 0 or self.hop_frames < 1:
+            raise ValueError(f"bad window plan {self}")
+
+    @property
+    def window_frames(self) -> int:
+        return self.left_frames + self.hop_frames + self.right_frames
+
+
+@dataclass(frozen=True)
+class Window:
+    """One decode request: `frames` [n, codes_per_frame]; keep the audio of frames
+    [keep_from, keep_to) of it (indices inside the window). `first` marks a stream's first audio."""
+
+    frames: np.ndarray
+    keep_from: int
+    keep_to: int
+    first: bool
+
+
+class FrameWindower:
+    """Turns frames arriving one by one into equally sized `Window`s (pure, no model).
+
+    The first window starts at frame 0 and keeps everything up to its right context (the start has
+    no left context in a one-shot decode either), so first audio needs `hop + right + left` frames
+    only. Every later window is exactly `window_frames` long, so windows of all streams stack into
+    one batch. `finish()` emits the held-back tail (the last `right` frames and any partial hop)
+    from the last `window_frames` frames.
+    """
+
+    def __init__(self, plan: WindowPlan, codes_per_frame: int) -> None:
+        self.plan = plan
+        self._frames = np.zeros((0, codes_per_frame), dtype=np.int64)  # frames from _base on
+        self._base = 0      # stream index of self._frames[0]; older frames are never needed again
+        self._emitted = 0   # audio up to this stream frame index has been handed out in a window
+        self._first = True
+
+    @property
+    def n_frames(self) -> int:
+        """Frames pushed so far."""
+        return self._base + len(self._frames)
+
+    def push(self, frame: np.ndarray) -> list[Window]:
+        """Add one frame; returns the windows that became complete (0 or 1)."""
+        self._frames = np.concatenate([self._frames, np.asarray(frame, dtype=np.int64)[None, :]])
+        out: list[Window] = []
+        plan = self.plan
+        while True:
+            start = max(self._emitted - plan.left_frames, 0)
+            if self.n_frames < start + plan.window_frames:
+                return out
+            out.append(self._window(start, start + plan.window_frames, start + plan.left_frames + plan.hop_frames))
+
+    def finish(self) -> list[Window]:
+        """The window for the remaining frames (none if everything was emitted)."""
+        total = self.n_frames
+        if self._emitted >= total:
+            return []
+        start = max(total - self.plan.window_frames, 0)
+        return [self._window(start, total, total)]
+
+    def _window(self, start: int, end: int, keep_to: int) -> Window:
+        frames = self._frames[start - self._base:end - self._base].copy()
+        window = Window(frames, self._emitted - start, keep_to - start, self._first)
+        self._emitted = keep_to
+        self._first = False
+        drop = max(self._emitted - self.plan.window_frames, 0) - self._base
+        if drop > 0:
+            self._frames = self._frames[drop:]
+            self._base += drop
+        return window

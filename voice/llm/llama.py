@@ -1,0 +1,328 @@
+"""In-process llama.cpp engine: `contexts` llama.cpp contexts shared by all sessions, one thread each.
+
+Why not the AdaptiveBatcher: llama-cpp-python's `Llama` decodes one sequence at a time (it cannot
+batch requests) and is not thread-safe. So each `Llama` object is owned by ONE worker thread for
+its whole life. Requests from all sessions wait in one FIFO queue and the next free worker takes
+the oldest: N sessions share N contexts. With `contexts=1` a second session's reply starts only when
+the first one ends or is cancelled; raise `contexts` (or use an OpenAI-compatible server with
+parallel slots) when sessions overlap. Each context loads the weights again: on CPU they are mmap'd
+and shared through the page cache, on a GPU every context holds its own copy in VRAM.
+
+Latency: llama-cpp-python reuses the KV cache of the longest common token prefix with the previous
+request on the same `Llama`. The system prompt is the same for every turn of every session, so it is
+evaluated once per context. With `contexts > 1`, a request may carry an `affinity` key (the session
+id): a free worker leaves such a request to the worker that served that key last when that worker is
+free too, so the session's history is also reused (`pick_request`).
+
+Cancellation: when the consumer stops iterating (aclose(), task cancellation, or a `break` followed
+by garbage collection of the generator: wrap it in `contextlib.aclosing` to make that immediate),
+a flag is set that the worker checks after every streamed token; it then closes the llama iterator
+and takes the next request. A cancel that arrives during prompt evaluation waits for that to end
+(prompt tokens / prompt speed, e.g. 200 new tokens at ~200 tok/s = 1 s on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Collection, Generator, Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import llama_cpp
+
+from voice.llm.base import GenerationOptions
+from voice.llm.errors import LlmError
+
+log = logging.getLogger(__name__)
+
+AFFINITY_KEYS = 4096  # sessions remembered for worker affinity (least recently used dropped first)
+CLOSE_JOIN_S = 10.0  # how long close() waits for each worker to finish its token
+
+_DELTA, _END, _ERROR = "delta", "end", "error"
+
+
+def resolve_llm_device(requested: str, cuda_available: bool,
+                       n_gpu_layers: int | None = None) -> tuple[str, int]:
+    """("auto" | "cpu" | "cuda", GPU offload usable, layers asked for) -> (device, n_gpu_layers).
+
+    CUDA offloads every layer by default (-1: the whole 0.5B model fits in well under 1 GB of VRAM);
+    CPU offloads none. "auto" picks CUDA when this llama.cpp build can offload. An explicit layer
+    count is kept on CUDA and refused on an explicit "cpu", where it would silently do nothing.
+    """
+    if requested not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {requested!r}")
+    if requested == "cuda" and not cuda_available:
+        raise ValueError("device 'cuda' requested but this llama-cpp-python build cannot offload to a GPU "
+                         "(rebuild it with CMAKE_ARGS=-DGGML_CUDA=on)")
+    if requested == "cpu" and n_gpu_layers:
+        raise ValueError(f"n_gpu_layers={n_gpu_layers} needs device 'cuda' or 'auto', not 'cpu'")
+    if requested == "cuda" or (requested == "auto" and cuda_available):
+        return "cuda", -1 if n_gpu_layers is None else n_gpu_layers
+    return "cpu", 0
+
+
+def gpu_offload_available() -> bool:
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def pick_request(homes: Sequence[int | None], worker: int, idle: Collection[int]) -> int | None:
+    """Index of the queued request that the free `worker` should take next, or None.
+
+    `homes[i]` is the worker that last served request i's affinity key (None: no key or unknown).
+    Oldest first, except that a request whose home is another idle worker is left for that worker,
+    whose KV cache still holds the session's prefix. A request whose home is busy is taken at once:
+    waiting for the home worker could cost a whole reply, the lost prefix costs one prompt eval.
+    """
+    for i, home in enumerate(homes):
+        if home is None or home == worker or home not in idle:
+            return i
+    return None
+
+
+def check_messages(messages: Any) -> None:
+    """Raise LlmError unless `messages` is a non-empty list of {"role": str, ...} dicts."""
+    if not isinstance(messages, list) or not messages:
+        raise LlmError(f"messages must be a non-empty list of dicts, not {type(messages).__name__}")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise LlmError(f"messages[{i}] must be a dict with a 'role' string, not {message!r:.80}")
+
+
+@dataclass(eq=False)
+class _Request:
+    """One chat request; the worker thread hands (kind, value) items to `queue` on the consumer's loop."""
+
+    messages: list[dict[str, Any]]
+    options: GenerationOptions
+    affinity: Hashable | None
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancelled_at: float = 0.0  # time.monotonic() of the cancel, s
+    queued_at: float = field(default_factory=time.monotonic)
+
+    def cancel(self) -> None:
+        if not self.cancelled.is_set():
+            self.cancelled_at = time.monotonic()
+            self.cancelled.set()
+
+    def send(self, kind: str, value: Any = None) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
+        except RuntimeError:  # the consumer's loop is closed: nobody is listening any more
+            self.cancel()
+
+
+class LlamaCppEngine:
+    """Process-wide llama.cpp chat model; see the module docstring for the threading and KV reuse."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int = 2,
+        n_threads_batch: int | None = None,
+        n_gpu_layers: int | None = None,
+        device: Literal["cpu", "cuda", "auto"] = "cpu",
+        contexts: int = 1,
+        chat_format: str | None = None,
+        seed: int = llama_cpp.LLAMA_DEFAULT_SEED,
+        verbose: bool = False,
+    ) -> None:
+        """`n_ctx`: tokens per context (prompt + reply). `n_threads`: CPU threads while generating;
+        `n_threads_batch`: while evaluating the prompt (None: same as n_threads, never more threads
+        than asked for: on a small box oversubscription collapses llama.cpp's speed).
+        `chat_format` None: the GGUF's own Jinja chat template (it renders `tools`)."""
+        if contexts < 1:
+            raise ValueError(f"contexts must be >= 1, not {contexts}")
+        path = Path(model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF model file {path} does not exist")
+        self.device, self.n_gpu_layers = resolve_llm_device(device, gpu_offload_available(), n_gpu_layers)
+        self.name = f"llama.cpp:{path.name}"
+        self.n_ctx = n_ctx
+        #: ms from a consumer's cancel to its worker being free again (last cancelled request), or None.
+        self.last_cancel_release_ms: float | None = None
+        started = time.monotonic()
+        self._llamas = [
+            self._load(path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads_batch or n_threads,
+                       chat_format=chat_format, seed=seed, verbose=verbose)
+            for _ in range(contexts)
+        ]
+        log.info("loaded %s on %s (n_gpu_layers=%d, n_ctx=%d, threads=%d, contexts=%d) in %.2f s",
+                 path.name, self.device, self.n_gpu_layers, n_ctx, n_threads, contexts,
+                 time.monotonic() - started)
+        self._cond = threading.Condition()
+        self._queue: deque[_Request] = deque()
+        self._idle: set[int] = set(range(contexts))
+        self._home: OrderedDict[Hashable, int] = OrderedDict()
+        self._active: dict[int, _Request] = {}
+        self._closed = False
+        self._threads = [threading.Thread(target=self._worker, args=(i,), name=f"llama-{i}", daemon=True)
+                         for i in range(contexts)]
+        for thread in self._threads:
+            thread.start()
+
+    def _load(self, path: Path, *, chat_format: str | None, **kwargs: Any) -> llama_cpp.Llama:
+        llama = llama_cpp.Llama(str(path), n_gpu_layers=self.n_gpu_layers, chat_format=chat_format, **kwargs)
+        if chat_format is None:
+            if "chat_template.default" in llama._chat_handlers:
+                # llama-cpp-python may swap a recognised template for a built-in format that drops tools
+                llama.chat_format = "chat_template.default"
+            else:
+                log.warning("%s has no chat template; llama-cpp-python falls back to %r, pass chat_format",
+                            path.name, llama.chat_format)
+        return llama
+
+    @property
+    def contexts(self) -> int:
+        return len(self._llamas)
+
+    async def stream_chat(self, messages: list[dict[str, Any]], options: GenerationOptions | None = None,
+                          *, affinity: Hashable | None = None) -> AsyncIterator[str]:
+        """Text deltas of the reply. `affinity`: optional session key, see the module docstring.
+
+        Raises LlmError for a malformed request, a prompt longer than n_ctx, a llama.cpp failure
+        or a closed engine.
+        """
+        check_messages(messages)
+        request = _Request(messages, options or GenerationOptions(), affinity, asyncio.get_running_loop())
+        with self._cond:
+            if self._closed:
+                raise LlmError("the llama.cpp engine is closed")
+            self._queue.append(request)
+            self._cond.notify_all()
+        try:
+            while True:
+                kind, value = await request.queue.get()
+                if kind == _DELTA:
+                    yield value
+                elif kind == _END:
+                    return
+                else:
+                    raise value
+        finally:
+            request.cancel()
+            with self._cond:
+                if request in self._queue:
+                    self._queue.remove(request)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` (no BOS), on the caller's thread.
+
+        Safe next to a running decode: llama_tokenize only reads the vocabulary (llama.cpp's own
+        server tokenizes on its HTTP threads the same way) and each call uses its own buffer.
+        """
+        return len(self._llamas[0].tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def close(self) -> None:
+        """Fail queued requests, stop running ones at their next token, free the contexts."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            pending = list(self._queue)
+            self._queue.clear()
+            for request in self._active.values():
+                request.cancel()
+            self._cond.notify_all()
+        for request in pending:
+            request.send(_ERROR, LlmError("the llama.cpp engine was closed"))
+        for thread in self._threads:
+            thread.join(CLOSE_JOIN_S)
+        for llama in self._llamas:
+            llama.close()
+
+    # --- worker threads -------------------------------------------------------------------------
+
+    def _next_request(self, index: int) -> _Request | None:
+        with self._cond:
+            while not self._closed:
+                homes = [None if r.affinity is None else self._home.get(r.affinity) for r in self._queue]
+                pos = pick_request(homes, index, self._idle)
+                if pos is not None:
+                    request = self._queue[pos]
+                    del self._queue[pos]
+                    self._idle.discard(index)
+                    self._active[index] = request
+                    return request
+                self._cond.wait()
+            return None
+
+    def _release(self, index: int, request: _Request) -> None:
+        with self._cond:
+            self._idle.add(index)
+            self._active.pop(index, None)
+            if request.affinity is not None:
+                self._home[request.affinity] = index
+                self._home.move_to_end(request.affinity)
+                while len(self._home) > AFFINITY_KEYS:
+                    self._home.popitem(last=False)
+            self._cond.notify_all()
+
+    def _worker(self, index: int) -> None:
+        llama = self._llamas[index]
+        while (request := self._next_request(index)) is not None:
+            try:
+                self._serve(llama, request, index)
+            finally:
+                self._release(index, request)
+
+    def _serve(self, llama: llama_cpp.Llama, request: _Request, index: int) -> None:
+        """Stream one reply into the request's queue; every failure goes to that consumer only."""
+        if request.cancelled.is_set():
+            self._after_cancel(request, index, 0)
+            return
+        options = request.options
+        started = time.monotonic()
+        first_ms: float | None = None
+        deltas = 0
+        stream: Generator[Any, None, None] | None = None
+        try:
+            stream = cast(Generator[Any, None, None], llama.create_chat_completion(
+                messages=request.messages,  # type: ignore[arg-type]
+                tools=options.tools,  # type: ignore[arg-type]
+                stream=True,
+                max_tokens=options.max_tokens,
+                temperature=options.temperature,
+                top_p=options.top_p,
+                stop=list(options.stop),
+                seed=options.seed,
+            ))
+            for chunk in stream:
+                if request.cancelled.is_set():
+                    break
+                text = chunk["choices"][0]["delta"].get("content")
+                if text:
+                    if first_ms is None:
+                        first_ms = (time.monotonic() - started) * 1000
+                    deltas += 1
+                    request.send(_DELTA, text)
+        except Exception as exc:  # the worker must survive anything one request does
+            log.warning("llama.cpp request failed on context %d: %s", index, exc)
+            request.send(_ERROR, LlmError(f"llama.cpp generation failed: {exc}"))
+            return
+        finally:
+            if stream is not None:
+                stream.close()
+        if request.cancelled.is_set():
+            self._after_cancel(request, index, deltas)
+            return
+        request.send(_END)
+        log.debug("context %d: waited %.0f ms, first delta %s ms, %d deltas in %.0f ms", index,
+                  (started - request.queued_at) * 1000, f"{first_ms:.0f}" if first_ms is not None else "-",
+                  deltas, (time.monotonic() - started) * 1000)
+
+    def _after_cancel(self, request: _Request, index: int, deltas: int) -> None:
+        if self._closed:  # cancelled by close(), not by its consumer, who may still be waiting
+            request.send(_ERROR, LlmError("the llama.cpp engine was closed"))
+            return
+        self.last_cancel_release_ms = (time.monotonic() - request.cancelled_at) * 1000
+        log.debug("context %d: cancelled after %d deltas, freed %.1f ms after the cancel",
+                  index, deltas, self.last_cancel_release_ms)

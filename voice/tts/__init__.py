@@ -1,0 +1,59 @@
+"""Text to speech: the engine interface (base.py), text chunking (chunker.py) and the engines.
+
+`build_tts(settings)` is the one place that maps an engine name to its constructor: a new engine
+adds one entry to `ENGINE_BUILDERS`. Engines are imported inside their builder, so importing
+`voice.tts` does not load ONNX Runtime, torch or llama.cpp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from voice.tts.base import TtsEngine
+from voice.tts.chunker import ChunkerSettings, TextChunker
+
+EngineName = Literal["piper", "orpheus", "outetts"]
+
+
+class TtsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    engine: EngineName = "piper"            # piper: CPU neural voice; orpheus/outetts: codec-token LMs
+    model: str = "piper-joe"                # registry name or a path (Piper: the .onnx, config next to it)
+    intra_op_threads: int = Field(1, ge=1)  # ONNX Runtime threads per inference
+    length_scale: float | None = Field(None, gt=0)  # speaking rate: > 1 slower; None = the voice's own
+    chunker: ChunkerSettings = Field(default_factory=ChunkerSettings)
+
+
+def _build_piper(settings: TtsSettings) -> TtsEngine:
+    from voice import models
+    from voice.tts.piper import PiperEngine
+
+    path = Path(models.resolve(settings.model, "tts"))
+    return PiperEngine(path, intra_op_threads=settings.intra_op_threads, length_scale=settings.length_scale)
+
+
+#: engine name -> builder. The token-TTS engines (orpheus, outetts) register here.
+ENGINE_BUILDERS: dict[str, Callable[[TtsSettings], TtsEngine]] = {
+    "piper": _build_piper,
+}
+
+
+def build_tts(settings: TtsSettings) -> TtsEngine:
+    """The engine `settings` names, loaded and started (blocking: seconds of model loading).
+    Raises ConfigError (a ValueError) for an engine that is not available in this build."""
+    builder = ENGINE_BUILDERS.get(settings.engine)
+    if builder is None:
+        from voice.config import ConfigError  # here, not at the top: voice.config imports this module
+
+        available = ", ".join(sorted(ENGINE_BUILDERS))
+        raise ConfigError(f"tts.engine: '{settings.engine}' is not available in this build "
+                          f"(available: {available})")
+    return builder(settings)
+
+
+__all__ = ["ENGINE_BUILDERS", "ChunkerSettings", "TextChunker", "TtsEngine", "TtsSettings", "build_tts"]
