@@ -9,6 +9,8 @@ the awaiting loop with `call_soon_threadsafe`.
   awaiter gets `Superseded`. Partial transcripts use this so a busy CPU never decodes stale audio.
 - The next batch size is chosen from a running fit of batch latency = fixed + per_item * size, so
   that the predicted latency stays within `target_latency_ms` (when set).
+- Sizes count items, or the units that `cost(item)` gives when set (codec decoding counts frames:
+  a 16-frame request costs four times a 4-frame one); `min_batch`/`max_batch` are then in units.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class BatcherStats:
     fixed_ms: float
     per_item_ms: float
     next_batch_size: int
+    units: int = 0              # sum of cost(item) over all items (== items without `cost`)
 
 
 class LatencyModel:
@@ -128,10 +131,12 @@ class AdaptiveBatcher(Generic[T, R]):
         min_batch: int = 1,
         max_batch: int = 16,
         target_latency_ms: float | None = None,
+        cost: Callable[[T], int] | None = None,
     ) -> None:
         if not 1 <= min_batch <= max_batch:
             raise ValueError(f"need 1 <= min_batch <= max_batch, got {min_batch}, {max_batch}")
         self._process_batch = process_batch
+        self._cost = cost
         self.name = name
         self.window_ms = window_ms
         self.min_batch = min_batch
@@ -144,7 +149,7 @@ class AdaptiveBatcher(Generic[T, R]):
         self._closed = False
         self._model = LatencyModel()
         self._latencies_ms: deque[float] = deque(maxlen=LATENCY_HISTORY)
-        self._batches = self._items = self._superseded = 0
+        self._batches = self._items = self._superseded = self._units = 0
         self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -193,6 +198,7 @@ class AdaptiveBatcher(Generic[T, R]):
                 fixed_ms=fixed,
                 per_item_ms=per_item,
                 next_batch_size=self._next_batch_size(),
+                units=self._units,
             )
 
     # -- queue (callers hold self._cond) ---------------------------------------------------------
@@ -226,10 +232,24 @@ class AdaptiveBatcher(Generic[T, R]):
     def _queued(self) -> int:
         return len(self._urgent) + len(self._bulk)
 
+    def _units_of(self, pending: _Pending[T, R]) -> int:
+        return 1 if self._cost is None else max(int(self._cost(pending.item)), 1)
+
+    def _queued_units(self) -> int:
+        if self._cost is None:
+            return self._queued()
+        return sum(self._units_of(p) for queue in (self._urgent, self._bulk) for p in queue)
+
     def _take(self, size: int) -> list[_Pending[T, R]]:
+        """Urgent first, then bulk, in order, up to `size` units; the first item always fits."""
         batch: list[_Pending[T, R]] = []
+        units = 0
         for queue in (self._urgent, self._bulk):
-            while queue and len(batch) < size:
+            while queue:
+                need = self._units_of(queue[0])
+                if batch and units + need > size:
+                    return batch
+                units += need
                 pending = queue.popleft()
                 if pending.key is not None and self._by_key.get(pending.key) is pending:
                     del self._by_key[pending.key]
@@ -262,7 +282,7 @@ class AdaptiveBatcher(Generic[T, R]):
             size = self._next_batch_size()
             oldest = min(q[0].queued_at for q in (self._urgent, self._bulk) if q)
             deadline = oldest + self.window_ms / 1000.0
-            while self._queued() < size and not self._closed:
+            while self._queued_units() < size and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -281,8 +301,10 @@ class AdaptiveBatcher(Generic[T, R]):
             log.warning("%s: batch of %d failed: %r", self.name, len(batch), exc)
             results = [exc] * len(batch)
         latency_ms = (time.perf_counter() - started) * 1000.0
+        units = sum(self._units_of(p) for p in batch)
         with self._cond:
-            self._model.observe(len(batch), latency_ms)
+            self._units += units
+            self._model.observe(units, latency_ms)
             self._latencies_ms.append(latency_ms)
             self._batches += 1
             self._items += len(batch)

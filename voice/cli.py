@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--fast", action="store_true", help="send as fast as allowed instead of real time")
     m.add_argument("--record", type=Path, help="save the audio the server sends back to this WAV")
     m.add_argument("--json", action="store_true", help="print every event as one JSON object per line")
+    m.add_argument("--no-playback", action="store_true", help="do not play the reply (tests, no speaker)")
     m.add_argument("--seconds", type=float, help="stop the live microphone after this many seconds")
     m.add_argument("--device", help="sounddevice input device name or index")
     m.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for results after input ends")
@@ -107,7 +108,7 @@ def cmd_mic(args: argparse.Namespace) -> int:
     mic_args = MicArgs(
         url=args.url, token=args.token, input=args.input, stdin_rate_hz=args.stdin_rate, rate_hz=args.rate,
         codec=args.codec, fast=args.fast, record=args.record, json_out=args.json, seconds=args.seconds,
-        device=args.device, result_timeout_s=args.timeout, options=options,
+        device=args.device, result_timeout_s=args.timeout, options=options, playback=not args.no_playback,
     )
     try:
         return asyncio.run(run_mic(mic_args))

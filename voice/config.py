@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from voice.asr.streaming import AsrSettings as StreamingSettings
 from voice.asr.vad import VadSettings
+from voice.llm.settings import LlmSettings
+from voice.pipeline.conversation import BargeInSettings
+from voice.tts import TtsSettings
 
 Device = Literal["auto", "cpu", "cuda"]
 REPO_WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -66,16 +69,24 @@ class VadEngineSettings(Strict):
     defaults: VadSettings = Field(default_factory=VadSettings)  # sessions may override per HELLO
 
 
+class AgentSettings(Strict):
+    barge_in: BargeInSettings = Field(default_factory=BargeInSettings)  # sessions may override per HELLO
+
+
 class Settings(Strict):
     profile: str = "cpu"
     server: ServerSettings = Field(default_factory=ServerSettings)
     vad: VadEngineSettings = Field(default_factory=VadEngineSettings)
     asr: AsrSettings = Field(default_factory=AsrSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    tts: TtsSettings = Field(default_factory=TtsSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
 
 
 PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {},
-    "gpu": {"asr": {"device": "cuda", "model": "whisper-base", "compute_type": "float16"}},
+    "gpu": {"asr": {"device": "cuda", "model": "whisper-base", "compute_type": "float16"},
+            "llm": {"device": "cuda"}},
 }
 
 

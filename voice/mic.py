@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,9 +24,11 @@ import soundfile as sf
 from voice.client import ClientError, ClientOptions, ReceivedAudio, ServerError, VoiceClient
 from voice.codecs.resample import resample
 from voice.protocol import ErrorCode
+from voice.protocol import messages as msg
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_CONNECT, EXIT_AUTH, EXIT_SESSION, EXIT_AUDIO, EXIT_TIMEOUT = range(8)
 CHUNK_MS = 20
+MARK_INTERVAL_S = 0.1
 MIC_STALL_S = 5.0  # a live device silent this long is broken (not quiet: silence still flows)
 
 
@@ -48,6 +51,7 @@ class MicArgs:
     device: str | None
     result_timeout_s: float
     options: dict[str, Any]
+    playback: bool = True
 
 
 # ---------------------------------------------------------------------- sources
@@ -162,6 +166,11 @@ class Printer:
             print(f"[{kind.replace('_', ' ')}]", file=sys.stderr, flush=True)
         elif kind == "agent_text" and data.get("final"):
             print(f"agent: {data['text']}", flush=True)
+        elif kind == "interrupted":
+            print(f"[agent interrupted after {data['played_ms'] / 1000:.1f} s]", file=sys.stderr, flush=True)
+        elif kind == "turn_metrics":
+            stages = ", ".join(f"{k} {v:.0f} ms" for k, v in data["stages_ms"].items())
+            print(f"[turn {data['turn']}: {stages}]", file=sys.stderr, flush=True)
 
     def error(self, code: int, message: str) -> None:
         name = ErrorCode(code).name if code in ErrorCode._value2member_map_ else str(code)
@@ -186,6 +195,82 @@ class Recorder:
         if self.path:
             data = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int16)
             sf.write(str(self.path), data, self.rate_hz, subtype="PCM_16")
+
+
+class PlaybackClock:
+    """What the client has played, for playback marks, when nothing is played aloud (--no-playback):
+    a frame counts as played `jitter_ms` after it arrived (the server paces audio in real time)."""
+
+    def __init__(self, rate_hz: int, jitter_ms: float = 40.0):
+        self.rate_hz, self.jitter_s = rate_hz, jitter_ms / 1000
+        self._arrivals: list[tuple[float, int]] = []  # (arrival time, stream end position)
+        self.played_samples = 0
+
+    def add(self, audio: ReceivedAudio) -> None:
+        self._arrivals.append((time.monotonic(), audio.timestamp + len(audio.samples)))
+
+    def flush(self) -> None:
+        """Interrupted: what was not played yet never will be."""
+        self.update()
+        self._arrivals.clear()
+
+    def update(self) -> int:
+        now = time.monotonic()
+        while self._arrivals and self._arrivals[0][0] + self.jitter_s <= now:
+            self.played_samples = max(self.played_samples, self._arrivals.pop(0)[1])
+        return self.played_samples
+
+    async def drain(self) -> None:
+        while self._arrivals:
+            await asyncio.sleep(0.02)
+            self.update()
+
+
+class SpeakerPlayer(PlaybackClock):
+    """Plays the reply through sounddevice; the PortAudio callback counts what really played."""
+
+    def __init__(self, rate_hz: int, device: str | None):
+        super().__init__(rate_hz)
+        import sounddevice as sd
+
+        self._buffer = np.zeros(0, np.int16)
+        self._position = 0  # stream position of _buffer[0]
+        self._lock = threading.Lock()
+        try:
+            self._stream = sd.OutputStream(samplerate=rate_hz, channels=1, dtype="int16", device=device,
+                                           callback=self._callback, blocksize=rate_hz // 50)
+            self._stream.start()
+        except (sd.PortAudioError, ValueError) as e:
+            raise AudioSourceError(f"no usable speaker ({e}); use --no-playback or --record") from None
+
+    def _callback(self, outdata, frames, t, status) -> None:  # PortAudio's thread
+        with self._lock:
+            n = min(frames, len(self._buffer))
+            outdata[:n, 0] = self._buffer[:n]
+            outdata[n:, 0] = 0
+            self._buffer = self._buffer[n:]
+            self._position += n
+            if n:
+                self.played_samples = self._position
+
+    def add(self, audio: ReceivedAudio) -> None:
+        with self._lock:
+            if not len(self._buffer):
+                self._position = audio.timestamp
+            self._buffer = np.concatenate([self._buffer, audio.samples])
+
+    def flush(self) -> None:
+        with self._lock:
+            self._buffer = np.zeros(0, np.int16)
+
+    def update(self) -> int:
+        return self.played_samples
+
+    async def drain(self) -> None:
+        while len(self._buffer):
+            await asyncio.sleep(0.02)
+        self._stream.stop()
+        self._stream.close()
 
 
 # ---------------------------------------------------------------------- main flow
@@ -225,24 +310,38 @@ async def run_mic(args: MicArgs) -> int:
 
 async def _stream(client: VoiceClient, source: AsyncIterator[np.ndarray], args: MicArgs,
                   printer: Printer, recorder: Recorder) -> int:
-    input_ended = asyncio.Event()
     failed: list[int] = []
+    player = SpeakerPlayer(args.rate_hz, None) if args.playback else PlaybackClock(args.rate_hz)
 
     async def receive() -> None:
         async for item in client.messages():
             if isinstance(item, ReceivedAudio):
                 recorder.add(item)
+                player.add(item)
             elif isinstance(item, ServerError):
                 printer.error(item.code, item.message)
                 failed.append(item.code)
             else:
                 printer.event(item)
-                if getattr(item, "type", None) == "input_ended":
-                    input_ended.set()
+                kind = getattr(item, "type", None)
+                if kind == "interrupted":
+                    player.flush()
+                elif kind == "input_ended":
+                    await player.drain()
                     return
-        input_ended.set()  # session ended without input_ended
+
+    async def report_playback() -> None:
+        """Playback marks let the server cut an interrupted reply to what was heard."""
+        last = -1
+        while True:
+            await asyncio.sleep(MARK_INTERVAL_S)
+            played = player.update()
+            if played != last:
+                await client.send_control(msg.PlaybackMark(played_samples=played))
+                last = played
 
     receiver = asyncio.create_task(receive())
+    marks = asyncio.create_task(report_playback())
     try:
         async for chunk in source:
             await client.send_audio(chunk)
@@ -256,7 +355,9 @@ async def _stream(client: VoiceClient, source: AsyncIterator[np.ndarray], args: 
         await asyncio.wait_for(asyncio.shield(receiver), args.result_timeout_s)
     except TimeoutError:
         receiver.cancel()
-        print("error: timed out waiting for the final transcript", file=sys.stderr)
+        print("error: timed out waiting for the results of the input", file=sys.stderr)
         return EXIT_TIMEOUT
+    finally:
+        marks.cancel()
     receiver.result()  # re-raises ClientError from the receiver
     return EXIT_SESSION if failed else EXIT_OK

@@ -26,7 +26,7 @@ pytestmark = [
 
 @pytest.fixture
 def virtual_mic(tmp_path):
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path / "run"), "HOME": str(tmp_path), "PULSE_SOURCE": "fakemic"}
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path / "run"), "HOME": str(tmp_path), "PULSE_SOURCE": "fakemic", "PULSE_SINK": "spk"}
     (tmp_path / "run").mkdir()
     subprocess.run(["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n", "--use-pid-file=yes",
                     "--load=module-native-protocol-unix",

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 
 def run_mic(url: str, *args: str, timeout_s: float = 180, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "voice.cli", "mic", "--url", url, *args],
+    return subprocess.run([sys.executable, "-m", "voice.cli", "mic", "--url", url, "--no-playback", *args],
                           capture_output=True, timeout=timeout_s, cwd=ROOT, input=stdin)
 
 

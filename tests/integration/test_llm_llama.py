@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 from speech_data import model_path_or_skip
 
-from voice.llm.base import GenerationOptions
+from voice.llm.base import GenerationOptions, LlmEngine
 from voice.llm.errors import LlmError
 from voice.llm.llama import LlamaCppEngine
 
@@ -145,6 +145,10 @@ async def test_prompt_longer_than_the_context_is_an_llm_error_and_the_engine_sur
 async def test_malformed_messages_are_an_llm_error(smol, messages):
     with pytest.raises(LlmError, match="messages"):
         await collect(smol, messages)
+
+
+def test_engine_implements_the_llm_interface(smol):
+    assert isinstance(smol, LlmEngine)
 
 
 def test_count_tokens_uses_the_model_tokenizer(smol):

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from speech_data import model_path_or_skip
 
-from voice.llm.base import GenerationOptions
+from voice.llm.base import GenerationOptions, LlmEngine
 from voice.llm.errors import LlmError
 from voice.llm.openai_compat import DONE, OpenAICompatEngine, parse_sse_line, request_body
 
@@ -102,6 +102,10 @@ def test_request_body_leaves_unset_options_to_the_server():
     assert body["stream"] is True and "stop" not in body and "seed" not in body and "tools" not in body
 
 
+def test_engine_implements_the_llm_interface():
+    assert isinstance(OpenAICompatEngine("http://127.0.0.1:1/v1", "m"), LlmEngine)
+
+
 def test_count_tokens_is_about_four_characters_each():
     assert OpenAICompatEngine("http://127.0.0.1:1/v1", "m").count_tokens("x" * 41) == 11
 
@@ -136,6 +140,13 @@ async def test_rejected_request_is_an_llm_error_with_a_body_excerpt(server_url):
     engine = OpenAICompatEngine(server_url, "smollm2")
     with pytest.raises(LlmError, match=r"HTTP \d{3}: .*nobody"):
         await collect(engine, messages=[{"role": "nobody", "content": "hi"}])
+
+
+@pytest.mark.parametrize("messages", ["hello", [{"content": "no role"}], [{"role": "user", "content": object()}]])
+async def test_malformed_messages_are_an_llm_error_before_any_request(messages):
+    engine = OpenAICompatEngine("http://127.0.0.1:1/v1", "m")
+    with pytest.raises(LlmError, match="messages|JSON"):
+        await collect(engine, messages=messages)
 
 
 async def test_server_down_is_an_llm_error_quickly():

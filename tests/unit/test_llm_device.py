@@ -1,10 +1,13 @@
-"""Where the llama.cpp engine runs (device, GPU layers) and which context takes which request."""
+"""Where the LLM runs: device and GPU layers, which llama.cpp context takes which request, which engine."""
 
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from voice.llm.llama import pick_request, resolve_llm_device
+from voice.llm.openai_compat import OpenAICompatEngine
+from voice.llm.settings import LlmSettings, build_llm
 
 
 def test_cpu_offloads_no_layers():
@@ -71,3 +74,22 @@ def test_request_whose_home_is_busy_is_taken_by_any_free_worker():
 
 def test_worker_waits_when_every_request_belongs_to_another_idle_worker():
     assert pick_request([1, 1], worker=0, idle={0, 1}) is None
+
+
+# --- settings -> engine ----------------------------------------------------------------------------
+
+
+def test_openai_engine_needs_a_base_url():
+    with pytest.raises(ValidationError, match="base_url"):
+        LlmSettings(engine="openai")
+
+
+def test_openai_settings_build_an_http_engine_with_the_api_model():
+    engine = build_llm(LlmSettings(engine="openai", base_url="http://127.0.0.1:8080/v1/", api_model="served"))
+    assert isinstance(engine, OpenAICompatEngine)
+    assert engine.url == "http://127.0.0.1:8080/v1/chat/completions" and engine.model == "served"
+
+
+def test_default_system_prompt_asks_for_short_spoken_answers():
+    prompt = LlmSettings().system_prompt.lower()
+    assert "spoken" in prompt and "markdown" in prompt

@@ -98,23 +98,34 @@ class WindowPlan:
 
 @dataclass(frozen=True)
 class Window:
-    """One decode request: `frames` [n, codes_per_frame]; keep the audio of frames
-    [keep_from, keep_to) of it (indices inside the window). `first` marks a stream's first audio."""
+    """One decode request: `frames` [n, codes_per_frame] starting at stream frame `start`; keep the
+    audio of frames [keep_from, keep_to) of it (indices inside the window). `first` marks a
+    stream's first audio (served before bulk requests)."""
 
     frames: np.ndarray
+    start: int
     keep_from: int
     keep_to: int
     first: bool
 
+    @property
+    def kept_frames(self) -> int:
+        return self.keep_to - self.keep_from
+
 
 class FrameWindower:
-    """Turns frames arriving one by one into equally sized `Window`s (pure, no model).
+    """Which frames to decode next for one stream, as frames arrive (pure, no model).
 
-    The first window starts at frame 0 and keeps everything up to its right context (the start has
-    no left context in a one-shot decode either), so first audio needs `hop + right + left` frames
-    only. Every later window is exactly `window_frames` long, so windows of all streams stack into
-    one batch. `finish()` emits the held-back tail (the last `right` frames and any partial hop)
-    from the last `window_frames` frames.
+    Audio of frame j can be decoded once frames up to j + right have arrived. `take()` returns one
+    window covering all audio that became decodable and was not handed out yet, with `left` frames
+    of context before it and `right` after it. Taken as soon as ready, every window is exactly
+    `window_frames` long (Orpheus: 4 frames, keep 1); taken late, one window covers several hops and
+    the context is decoded once instead of once per hop (3-4x cheaper per frame, notes/models.md §4).
+    `max_new_frames=hop` forces one hop per window (the reference Orpheus loop).
+
+    The first window starts at frame 0 and keeps everything before its right context: the start of
+    an utterance has no left context in a one-shot decode either. So first audio needs
+    `window_frames` frames (Orpheus: 28 tokens) and yields `left + hop` frames of audio.
     """
 
     def __init__(self, plan: WindowPlan, codes_per_frame: int) -> None:
@@ -122,38 +133,63 @@ class FrameWindower:
         self._frames = np.zeros((0, codes_per_frame), dtype=np.int64)  # frames from _base on
         self._base = 0      # stream index of self._frames[0]; older frames are never needed again
         self._emitted = 0   # audio up to this stream frame index has been handed out in a window
-        self._first = True
+        self._final = False
 
     @property
     def n_frames(self) -> int:
         """Frames pushed so far."""
         return self._base + len(self._frames)
 
-    def push(self, frame: np.ndarray) -> list[Window]:
-        """Add one frame; returns the windows that became complete (0 or 1)."""
+    @property
+    def emitted_frames(self) -> int:
+        """Frames whose audio has been handed out in a window."""
+        return self._emitted
+
+    @property
+    def done(self) -> bool:
+        """`finish()` was called and every frame's audio has been handed out."""
+        return self._final and self._emitted >= self.n_frames
+
+    def push(self, frame: np.ndarray) -> None:
+        if self._final:
+            raise RuntimeError("push after finish")
         self._frames = np.concatenate([self._frames, np.asarray(frame, dtype=np.int64)[None, :]])
-        out: list[Window] = []
+
+    def finish(self) -> None:
+        """No more frames: the held-back tail (right context, partial hop) becomes decodable."""
+        self._final = True
+
+    def decodable_to(self) -> int:
+        """Frame index up to which audio may be decoded now."""
+        if self._final:
+            return self.n_frames
+        if self.n_frames < self.plan.window_frames:
+            return 0
+        return self.n_frames - self.plan.right_frames
+
+    def ready(self) -> bool:
+        """A window is waiting: a full hop of new audio, or any rest after `finish()`."""
+        new = self.decodable_to() - self._emitted
+        return new > 0 if self._final else new >= self.plan.hop_frames
+
+    def take(self, max_new_frames: int | None = None) -> Window | None:
+        """The next window, or None if not `ready()`. `max_new_frames` caps the audio it keeps
+        (rounded down to whole hops, at least one hop)."""
+        if not self.ready():
+            return None
         plan = self.plan
-        while True:
-            start = max(self._emitted - plan.left_frames, 0)
-            if self.n_frames < start + plan.window_frames:
-                return out
-            out.append(self._window(start, start + plan.window_frames, start + plan.left_frames + plan.hop_frames))
-
-    def finish(self) -> list[Window]:
-        """The window for the remaining frames (none if everything was emitted)."""
-        total = self.n_frames
-        if self._emitted >= total:
-            return []
-        start = max(total - self.plan.window_frames, 0)
-        return [self._window(start, total, total)]
-
-    def _window(self, start: int, end: int, keep_to: int) -> Window:
+        keep_to = self.decodable_to()
+        if not self._final:
+            keep_to = self._emitted + (keep_to - self._emitted) // plan.hop_frames * plan.hop_frames
+        if max_new_frames is not None:
+            cap = max(max_new_frames // plan.hop_frames, 1) * plan.hop_frames
+            keep_to = min(keep_to, self._emitted + cap)
+        end = min(keep_to + plan.right_frames, self.n_frames)
+        start = max(min(self._emitted - plan.left_frames, end - plan.window_frames), 0)
         frames = self._frames[start - self._base:end - self._base].copy()
-        window = Window(frames, self._emitted - start, keep_to - start, self._first)
+        window = Window(frames, start, self._emitted - start, keep_to - start, self._emitted == 0)
         self._emitted = keep_to
-        self._first = False
-        drop = max(self._emitted - self.plan.window_frames, 0) - self._base
+        drop = max(self._emitted - plan.window_frames, 0) - self._base
         if drop > 0:
             self._frames = self._frames[drop:]
             self._base += drop

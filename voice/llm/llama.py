@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -36,7 +37,7 @@ from typing import Any, Literal, cast
 import llama_cpp
 
 from voice.llm.base import GenerationOptions
-from voice.llm.errors import LlmError
+from voice.llm.errors import LlmError, check_messages
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +83,6 @@ def pick_request(homes: Sequence[int | None], worker: int, idle: Collection[int]
         if home is None or home == worker or home not in idle:
             return i
     return None
-
-
-def check_messages(messages: Any) -> None:
-    """Raise LlmError unless `messages` is a non-empty list of {"role": str, ...} dicts."""
-    if not isinstance(messages, list) or not messages:
-        raise LlmError(f"messages must be a non-empty list of dicts, not {type(messages).__name__}")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise LlmError(f"messages[{i}] must be a dict with a 'role' string, not {message!r:.80}")
 
 
 @dataclass(eq=False)
@@ -146,6 +138,10 @@ class LlamaCppEngine:
             raise FileNotFoundError(f"GGUF model file {path} does not exist")
         self.device, self.n_gpu_layers = resolve_llm_device(device, gpu_offload_available(), n_gpu_layers)
         self.name = f"llama.cpp:{path.name}"
+        cores = os.cpu_count() or 1
+        if self.device == "cpu" and contexts * max(n_threads, n_threads_batch or 0) > cores:
+            log.warning("%d contexts x %d threads on %d cores: llama.cpp slows down sharply when "
+                        "oversubscribed (shared/notes/models.md §2)", contexts, n_threads, cores)
         self.n_ctx = n_ctx
         #: ms from a consumer's cancel to its worker being free again (last cancelled request), or None.
         self.last_cancel_release_ms: float | None = None
@@ -234,10 +230,13 @@ class LlamaCppEngine:
             self._cond.notify_all()
         for request in pending:
             request.send(_ERROR, LlmError("the llama.cpp engine was closed"))
-        for thread in self._threads:
+        for thread, llama in zip(self._threads, self._llamas, strict=True):
             thread.join(CLOSE_JOIN_S)
-        for llama in self._llamas:
-            llama.close()
+            if thread.is_alive():  # still inside one llama.cpp call: freeing its context would crash it
+                log.warning("%s still busy %.0f s after close(); leaving its context allocated",
+                            thread.name, CLOSE_JOIN_S)
+            else:
+                llama.close()
 
     # --- worker threads -------------------------------------------------------------------------
 
@@ -269,16 +268,22 @@ class LlamaCppEngine:
     def _worker(self, index: int) -> None:
         llama = self._llamas[index]
         while (request := self._next_request(index)) is not None:
+            final: tuple[str, Any] = (_ERROR, LlmError("the llama.cpp worker failed"))
             try:
-                self._serve(llama, request, index)
+                final = self._serve(llama, request, index)
             finally:
+                # free the context (and record the session's home) before the consumer hears the
+                # end, so that its next turn finds the context idle
                 self._release(index, request)
+                request.send(*final)
 
-    def _serve(self, llama: llama_cpp.Llama, request: _Request, index: int) -> None:
-        """Stream one reply into the request's queue; every failure goes to that consumer only."""
+    def _serve(self, llama: llama_cpp.Llama, request: _Request, index: int) -> tuple[str, Any]:
+        """Stream one reply's deltas to the consumer; return the last item (end or error) to send.
+
+        Every failure goes to this consumer only; the worker carries on.
+        """
         if request.cancelled.is_set():
-            self._after_cancel(request, index, 0)
-            return
+            return self._after_cancel(request, index, 0)
         options = request.options
         started = time.monotonic()
         first_ms: float | None = None
@@ -306,23 +311,21 @@ class LlamaCppEngine:
                     request.send(_DELTA, text)
         except Exception as exc:  # the worker must survive anything one request does
             log.warning("llama.cpp request failed on context %d: %s", index, exc)
-            request.send(_ERROR, LlmError(f"llama.cpp generation failed: {exc}"))
-            return
+            return _ERROR, LlmError(f"llama.cpp generation failed: {exc}")
         finally:
             if stream is not None:
-                stream.close()
+                stream.close()  # ends the llama.cpp generator now, not at garbage collection
         if request.cancelled.is_set():
-            self._after_cancel(request, index, deltas)
-            return
-        request.send(_END)
+            return self._after_cancel(request, index, deltas)
         log.debug("context %d: waited %.0f ms, first delta %s ms, %d deltas in %.0f ms", index,
                   (started - request.queued_at) * 1000, f"{first_ms:.0f}" if first_ms is not None else "-",
                   deltas, (time.monotonic() - started) * 1000)
+        return _END, None
 
-    def _after_cancel(self, request: _Request, index: int, deltas: int) -> None:
+    def _after_cancel(self, request: _Request, index: int, deltas: int) -> tuple[str, Any]:
         if self._closed:  # cancelled by close(), not by its consumer, who may still be waiting
-            request.send(_ERROR, LlmError("the llama.cpp engine was closed"))
-            return
+            return _ERROR, LlmError("the llama.cpp engine was closed")
         self.last_cancel_release_ms = (time.monotonic() - request.cancelled_at) * 1000
         log.debug("context %d: cancelled after %d deltas, freed %.1f ms after the cancel",
                   index, deltas, self.last_cancel_release_ms)
+        return _END, None  # nobody is listening; harmless

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from voice.llm.base import GenerationOptions
-from voice.llm.errors import LlmError
+from voice.llm.errors import LlmError, check_messages
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +131,15 @@ class OpenAICompatEngine:
     async def stream_chat(self, messages: list[dict[str, Any]],
                           options: GenerationOptions | None = None) -> AsyncIterator[str]:
         """Text deltas of the reply; LlmError on any failure (see the module docstring)."""
-        body = request_body(self.model, messages, options or GenerationOptions())
+        check_messages(messages)
+        try:
+            body = json.dumps(request_body(self.model, messages, options or GenerationOptions()))
+        except (TypeError, ValueError) as exc:
+            raise LlmError(f"request is not JSON-serialisable: {exc}") from None
         client = self._client_for_running_loop()
         try:
-            async with client.stream("POST", self.url, json=body) as response:
+            async with client.stream("POST", self.url, content=body,
+                                     headers={"Content-Type": "application/json"}) as response:
                 if response.status_code >= 400:
                     detail = _excerpt(await response.aread())
                     raise LlmError(f"{self.url} answered HTTP {response.status_code}: {detail}")

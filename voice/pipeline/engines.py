@@ -14,6 +14,10 @@ from voice import models
 from voice.asr.vad import VadEngine
 from voice.asr.whisper import WhisperEngine, resolve_device
 from voice.config import Settings
+from voice.llm.base import LlmEngine
+from voice.llm.settings import build_llm
+from voice.tts import build_tts
+from voice.tts.base import TtsEngine
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +26,12 @@ log = logging.getLogger(__name__)
 class Engines:
     vad: VadEngine
     asr: WhisperEngine
+    llm: LlmEngine
+    tts: TtsEngine
 
     def close(self) -> None:
-        self.vad.close()
-        self.asr.close()
+        for engine in (self.vad, self.asr, self.llm, self.tts):
+            engine.close()
 
 
 def load_engines(settings: Settings) -> Engines:
@@ -40,8 +46,11 @@ def load_engines(settings: Settings) -> Engines:
         asr_model, device=device, compute_type=settings.asr.compute_type or default_compute,
         cpu_threads=settings.asr.cpu_threads, beam_size=settings.asr.beam_size, language=settings.asr.language,
     )
-    log.info("models loaded", extra={"seconds": round(time.monotonic() - t0, 2), "asr_device": device})
-    return Engines(vad=vad, asr=asr)
+    llm = build_llm(settings.llm)
+    tts = build_tts(settings.tts)
+    log.info("models loaded", extra={"seconds": round(time.monotonic() - t0, 2), "asr_device": device,
+                                     "llm": settings.llm.model, "tts": settings.tts.engine})
+    return Engines(vad=vad, asr=asr, llm=llm, tts=tts)
 
 
 def _cuda_available() -> bool:

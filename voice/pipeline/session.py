@@ -1,8 +1,9 @@
 """One connection's whole story: handshake, audio in -> ears -> events out, controls, goodbye.
 
-A Session owns the per-call state (audio decoder, listener, sequence numbers, error budget). It
-reads frames in one task and sends the listener's events in another, so a slow Whisper decode
-never stops audio intake. Protocol errors after READY are answered with ERROR and the session goes
+A Session owns the per-call state (audio decoder, listener, conversation, sequence numbers, error
+budget). It reads frames in one task and handles the listener's events in another, so a slow
+Whisper decode never stops audio intake. The agent's replies live in the Conversation; the session
+decides when the user takes the turn (final transcript, typed text) and when they barge in. Protocol errors after READY are answered with ERROR and the session goes
 on; fatal ones (and every error during the handshake) close the connection with the error's code.
 """
 
@@ -25,7 +26,10 @@ from voice.asr.vad import VadSettings
 from voice.codecs import BadAudio
 from voice.config import Settings, describe_validation_error
 from voice.pipeline.audio_in import AudioInput
+from voice.pipeline.audio_out import AudioOut, OutFrame
+from voice.pipeline.conversation import BargeInSettings, Conversation
 from voice.pipeline.engines import Engines
+from voice.pipeline.turn_metrics import ArrivalClock, TurnMetrics
 from voice.protocol import (
     PRE_HANDSHAKE_TYPES,
     PROTOCOL_VERSION,
@@ -78,10 +82,13 @@ class Session:
         self.listener: Listener | None = None
         self._seq_out = 0
         self._send_lock = asyncio.Lock()
+        self.conversation: Conversation | None = None
+        self.barge_in = BargeInSettings()
         self._open_utterances: set[int] = set()
         self._speech_stopped_at: dict[int, float] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._arrivals = ArrivalClock()
+        self._gated = False  # echo "gate": the mic is ignored while the agent speaks
+        self._tasks: set[asyncio.Task] = set()
         self._closing = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -108,21 +115,28 @@ class Session:
         finally:
             metrics.SESSIONS_ACTIVE.dec()
             metrics.SESSIONS_TOTAL.labels(outcome).inc()
+            if self.conversation is not None:
+                await self.conversation.aclose()
             if self.listener is not None:
                 await self.listener.aclose()
 
     async def drain(self, deadline: float) -> None:
         """Server shutdown: let the in-flight turn finish (until deadline), then BYE and close 1001."""
         self._closing = True
-        try:
-            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
+        while self.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.busy:
             log.info("drain deadline reached with a turn in flight", extra={"session": self.id})
         try:
             await self._send(MessageType.BYE, encode_bye(ErrorCode.SHUTTING_DOWN, "server shutting down"))
             await self.conn.close(GOING_AWAY, "server shutting down")
         except ConnectionClosed:
             pass
+
+    @property
+    def busy(self) -> bool:
+        """A turn is in flight: the user is mid-utterance, or the agent is answering."""
+        return bool(self._open_utterances) or bool(self.conversation and self.conversation.speaking)
 
     # ------------------------------------------------------------------ handshake
 
@@ -165,12 +179,25 @@ class Session:
             out["vad"] = VadSettings.model_validate(merged).model_dump()
         except ValidationError as e:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"options.vad: {describe_validation_error(e)}") from None
+        barge = options.get("barge_in", {})
+        try:
+            merged = self.settings.agent.barge_in.model_dump() | (barge if isinstance(barge, dict) else {})
+            out["barge_in"] = BargeInSettings.model_validate(merged).model_dump()
+        except ValidationError as e:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, f"options.barge_in: {describe_validation_error(e)}") from None
         return out
 
     async def _start(self, hello: msg.Hello) -> None:
         self.audio_in = AudioInput(hello.input.codec, hello.input.sample_rate)
         self.listener = Listener(self.engines.vad, self.engines.asr, VadSettings(**self.options["vad"]),
                                  self.settings.asr.streaming)
+        self.barge_in = BargeInSettings(**self.options["barge_in"])
+        llm_cfg = self.settings.llm
+        self.conversation = Conversation(
+            self.engines.llm, self.engines.tts, AudioOut(hello.output.codec, hello.output.sample_rate),
+            self._send_audio, self._send_event, system_prompt=llm_cfg.system_prompt,
+            generation=llm_cfg.generation_options(), chunker=self.settings.tts.chunker)
+        self.conversation.on_speaking_changed = self._agent_speaking
         ready = msg.Ready(
             session_id=self.id, input=hello.input, output=hello.output,
             limits=msg.Limits(max_payload_bytes=self.settings.server.max_payload_bytes,
@@ -238,10 +265,12 @@ class Session:
         except BadAudio as e:
             raise ProtocolError(ErrorCode.BAD_AUDIO, str(e)) from None
         if len(samples):
-            await self.listener.feed(samples)
+            end_ms = self.audio_in.samples_in * 1000 / self.audio_in.sample_rate_hz
+            self._arrivals.arrived(end_ms)
+            await self.listener.feed(samples * 0 if self._gated else samples)
 
     async def _on_control(self, control: Any) -> None:
-        assert self.listener is not None and self.audio_in is not None
+        assert self.listener is not None and self.audio_in is not None and self.conversation is not None
         if isinstance(control, msg.EndOfInput):
             tail = self.audio_in.flush()
             if len(tail):
@@ -251,8 +280,16 @@ class Session:
         elif isinstance(control, msg.ConfigUpdate):
             self.options = self._session_options({**self.options, **control.options})
             self.listener.update_vad(VadSettings(**self.options["vad"]))
+            self.barge_in = BargeInSettings(**self.options["barge_in"])
             await self._send_event(msg.SessionOptions(options=self.options))
-        # interrupt, playback_mark, text, dtmf: accepted; the agent stages of later work act on them
+        elif isinstance(control, msg.PlaybackMark):
+            self.conversation.playback_mark(control.played_samples)
+        elif isinstance(control, msg.Interrupt):
+            await self.conversation.interrupt()
+        elif isinstance(control, msg.TextInput):
+            if control.text.strip():
+                self.conversation.user_said(control.text.strip(), TurnMetrics(0, speech_end=time.monotonic()))
+        # dtmf: accepted; the dialogue flows of later work act on it
 
     # ------------------------------------------------------------------ events out
 
@@ -262,14 +299,53 @@ class Session:
         while True:
             event = await self.listener.events.get()
             if isinstance(event, _InputEndedMarker):
+                # "everything your input caused is done": the last final, and the agent's reply to it
+                while self.conversation is not None and self.conversation.speaking:
+                    await asyncio.sleep(0.05)
                 await self._send_event(msg.InputEnded())
                 continue
             await self._send_event(self._to_wire(event))
+            await self._take_turn(event)
+
+    async def _take_turn(self, event: Any) -> None:
+        """The user's speech drives the agent: a final transcript is a turn, speech over the
+        agent's reply is a barge-in (once it lasts barge_in.min_speech_ms)."""
+        assert self.conversation is not None
+        if isinstance(event, SpeechStarted) and self.conversation.speaking and self.barge_in.enabled:
+            task = asyncio.create_task(self._barge_in_after_min_speech())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif isinstance(event, FinalTranscript) and event.text:
+            pad_ms = self.listener.vad_settings.speech_pad_ms if self.listener else 0
+            speech_ms = event.end_ms - event.start_ms - 2 * pad_ms
+            if self.conversation.speaking and speech_ms < self.barge_in.min_speech_ms:
+                return  # a short backchannel ("mhm") over the agent is not a new turn
+            m = TurnMetrics(0, speech_end=self._arrivals.time_of(event.end_ms - pad_ms))
+            m.stamp("final_transcript")
+            self.conversation.user_said(event.text, m)
+
+    async def _barge_in_after_min_speech(self) -> None:
+        assert self.listener is not None and self.conversation is not None
+        heard_ms = self.listener.vad_settings.min_speech_ms  # the VAD already waited this long
+        await asyncio.sleep(max(0.0, self.barge_in.min_speech_ms - heard_ms) / 1000)
+        if self.listener.in_speech and self.conversation.speaking:
+            await self.conversation.interrupt()
+
+    def _agent_speaking(self, speaking: bool) -> None:
+        """Echo handling for clients without echo cancellation, while the agent talks."""
+        assert self.listener is not None
+        if self.barge_in.echo == "gate":
+            self._gated = speaking
+        elif self.barge_in.echo == "raise":
+            vad = VadSettings(**self.options["vad"])
+            if speaking:
+                vad = vad.model_copy(update={"threshold": max(vad.threshold, self.barge_in.raised_threshold),
+                                             "neg_threshold": None})
+            self.listener.update_vad(vad)
 
     def _to_wire(self, event: Any) -> Any:
         if isinstance(event, SpeechStarted):
             self._open_utterances.add(event.utterance)
-            self._idle.clear()
             return msg.SpeechStarted(utterance=event.utterance, at_ms=event.at_ms)
         if isinstance(event, SpeechStopped):
             self._speech_stopped_at[event.utterance] = time.monotonic()
@@ -288,8 +364,9 @@ class Session:
             metrics.ASR_FINAL_LATENCY.observe(time.monotonic() - stopped)
         metrics.UTTERANCES.labels("text" if event.text else "empty").inc()
         self._open_utterances.discard(event.utterance)
-        if not self._open_utterances:
-            self._idle.set()
+
+    async def _send_audio(self, frame: OutFrame) -> None:
+        await self._send(MessageType.AUDIO, frame.payload, int(frame.flags), frame.timestamp_samples)
 
     async def _send_event(self, event: Any) -> None:
         event.t_ms = round((time.monotonic() - self.started) * 1000, 1)

@@ -1,0 +1,174 @@
+"""The agent's side of one session: history, the reply being spoken, barge-in, per-turn metrics.
+
+A reply streams end to end: LLM text deltas -> TextChunker pieces -> TTS audio -> AudioOut frames
+-> Pacer (real time). The first piece is spoken while the LLM is still generating the rest.
+
+Barge-in: `interrupt()` cancels the reply task (which stops LLM and TTS generation at their next
+step), drops every queued frame, tells the client to flush its buffer, and stores in the history
+only the part of the reply the user actually heard (client playback marks -> TextTimeline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from voice import metrics
+from voice.llm.base import GenerationOptions, LlmEngine
+from voice.llm.errors import LlmError
+from voice.pipeline.audio_out import AudioOut, OutFrame, Pacer
+from voice.pipeline.turn_metrics import TurnMetrics
+from voice.protocol import messages as msg
+from voice.tts.base import TtsEngine
+from voice.tts.chunker import ChunkerSettings, TextChunker
+
+log = logging.getLogger(__name__)
+
+APOLOGY = "Sorry, I had a problem answering that. Could you say it again?"
+
+
+class BargeInSettings(BaseModel):
+    """How the user may interrupt the agent. Per-session overridable (HELLO options "barge_in")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    min_speech_ms: float = Field(400.0, ge=0)   # speech this long while the agent talks interrupts it
+    #: Clients without echo cancellation (CLI on speakers, phones) hear the agent in their mic:
+    #: "aec" = the client cancels echo (browsers); "raise" = higher VAD threshold while the agent
+    #: speaks; "gate" = ignore the mic while the agent speaks (no barge-in).
+    echo: str = Field("aec", pattern="^(aec|raise|gate)$")
+    raised_threshold: float = Field(0.85, gt=0, lt=1)
+
+
+class Conversation:
+    """History and replies of one session; see the module docstring. Use from the event loop."""
+
+    def __init__(self, llm: LlmEngine, tts: TtsEngine, audio_out: AudioOut,
+                 send_frame: Callable[[OutFrame], Awaitable[None]],
+                 emit: Callable[[Any], Awaitable[None]], *, system_prompt: str,
+                 generation: GenerationOptions, chunker: ChunkerSettings | None = None):
+        self.llm, self.tts, self.audio_out = llm, tts, audio_out
+        self.emit = emit
+        self.system_prompt = system_prompt
+        self.generation = generation
+        self.chunker_settings = chunker or ChunkerSettings()
+        self.history: list[dict[str, str]] = []
+        self.pacer = Pacer(self._send_paced, audio_out.sample_rate_hz)
+        self._send_frame = send_frame
+        self._reply: asyncio.Task[None] | None = None
+        self._metrics: TurnMetrics | None = None
+        self._turn = 0
+        self._played_samples = 0   # from the client's playback marks
+        self._marks_seen = False
+        self.on_speaking_changed: Callable[[bool], None] | None = None
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def speaking(self) -> bool:
+        """True from the start of a reply until its last frame has been sent (or it was cut)."""
+        return self._reply is not None and not self._reply.done()
+
+    def playback_mark(self, played_samples: int) -> None:
+        self._played_samples = max(self._played_samples, played_samples)
+        self._marks_seen = True
+
+    # ------------------------------------------------------------------ turns
+
+    def user_said(self, text: str, turn_metrics: TurnMetrics) -> None:
+        """A user turn (final transcript or typed text): answer it. A reply still running is cut."""
+        if self.speaking:
+            self._cut_reply()
+        self._turn += 1
+        turn_metrics.turn = self._turn
+        self._metrics = turn_metrics
+        self.history.append({"role": "user", "content": text})
+        self._reply = asyncio.create_task(self._run_reply(self._turn, turn_metrics), name=f"reply-{self._turn}")
+        self._set_speaking(True)
+
+    async def interrupt(self) -> None:
+        """Barge-in or an interrupt CONTROL: stop talking now and keep only what was heard."""
+        if not self.speaking:
+            return
+        turn = self._turn
+        played_ms = self._cut_reply()
+        metrics.INTERRUPTIONS.inc()
+        await self.emit(msg.Interrupted(turn=turn, played_ms=played_ms))
+
+    def _cut_reply(self) -> float:
+        """Cancel generation, drop queued audio, fix the history; returns ms of the reply heard."""
+        assert self._reply is not None
+        self._reply.cancel()
+        sent = self.pacer.stop()
+        played = self._played_samples if self._marks_seen else sent
+        played = min(played, sent)
+        timeline = self.audio_out.timeline
+        heard = timeline.heard_text(played)
+        reply_start = timeline.pieces[0].start_samples if timeline.pieces else sent
+        self.audio_out.interrupt(sent)
+        if heard:
+            self.history.append({"role": "assistant", "content": heard})
+        metrics.REPLIES.labels("interrupted").inc()
+        self._set_speaking(False)
+        return round(max(0, played - reply_start) * 1000 / self.audio_out.sample_rate_hz, 1)
+
+    async def _run_reply(self, turn: int, m: TurnMetrics) -> None:
+        messages = [{"role": "system", "content": self.system_prompt}, *self.history]
+        chunker = TextChunker(self.chunker_settings)
+        full = ""
+        try:
+            try:
+                async for delta in self.llm.stream_chat(messages, self.generation):
+                    m.stamp("first_llm_token")
+                    full += delta
+                    await self.emit(msg.AgentText(turn=turn, text=delta, final=False))
+                    for piece in chunker.feed(delta):
+                        await self._speak(piece, m)
+                for piece in chunker.flush():
+                    await self._speak(piece, m)
+            except LlmError as e:
+                log.warning("llm failed", extra={"turn": turn, "error": str(e)})
+                metrics.REPLIES.labels("failed").inc()
+                full = APOLOGY
+                await self._speak(APOLOGY, m)
+            self.pacer.enqueue(self.audio_out.end_reply())
+            self.history.append({"role": "assistant", "content": full.strip()})
+            await self.emit(msg.AgentText(turn=turn, text=full.strip(), final=True))
+            await self.pacer.wait_idle()
+            metrics.REPLIES.labels("done").inc()
+        finally:
+            if self._reply is asyncio.current_task():
+                self._set_speaking(False)
+
+    async def _speak(self, piece: str, m: TurnMetrics) -> None:
+        """One chunker piece through TTS into the pacer; the pacer sends while we synthesize on."""
+        async for audio in self.tts.synthesize(piece):
+            m.stamp("first_tts_audio")
+            self.pacer.enqueue(self.audio_out.push(audio, self.tts.sample_rate_hz))
+        self.pacer.enqueue(self.audio_out.end_piece(piece))
+
+    async def _send_paced(self, frame: OutFrame) -> None:
+        await self._send_frame(frame)
+        m = self._metrics
+        if m is not None and "first_audio_sent" not in m.stamps:
+            m.stamp("first_audio_sent", time.monotonic())
+            m.export()
+            await self.emit(msg.TurnMetrics(turn=m.turn, stages_ms=m.stages_ms()))
+
+    def _set_speaking(self, speaking: bool) -> None:
+        if self.on_speaking_changed is not None:
+            self.on_speaking_changed(speaking)
+
+    async def aclose(self) -> None:
+        if self._reply is not None:
+            self._reply.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reply
+        await self.pacer.aclose()
