@@ -84,7 +84,8 @@ class Settings(Strict):
 
 
 PROFILES: dict[str, dict[str, Any]] = {
-    "cpu": {},
+    # 2 shared cores: llama.cpp with 2 threads collapses (spin barriers) while ASR/TTS run beside it
+    "cpu": {"llm": {"n_threads": 1}},
     "gpu": {"asr": {"device": "cuda", "model": "whisper-base", "compute_type": "float16"},
             "llm": {"device": "cuda"}},
 }

@@ -145,7 +145,7 @@ async def test_rejected_request_is_an_llm_error_with_a_body_excerpt(server_url):
 @pytest.mark.parametrize("messages", ["hello", [{"content": "no role"}], [{"role": "user", "content": object()}]])
 async def test_malformed_messages_are_an_llm_error_before_any_request(messages):
     engine = OpenAICompatEngine("http://127.0.0.1:1/v1", "m")
-    with pytest.raises(LlmError, match="messages|JSON"):
+    with pytest.raises(LlmError, match=r"messages|JSON"):
         await collect(engine, messages=messages)
 
 

@@ -6,13 +6,13 @@ Orpheus, 2 DAC codes (13.3 ms) for OuteTTS. Decoders take equal-length batches o
 return audio; streaming is done here, above the model, so batching across streams stays a plain
 stack of equally shaped windows.
 
-Nothing here imports torch: the window arithmetic and the device choice are tested on any box.
+Nothing here imports torch at module level: the window arithmetic and the device choice are tested on any box.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -61,6 +61,27 @@ def choose_dtype(device: str, requested: DtypeSetting = "auto") -> Literal["floa
     if requested != "float32" and device == "cpu":
         raise ValueError(f"dtype {requested} is not supported on CPU for codec decoding")
     return requested
+
+
+def set_torch_threads(n_threads: int | None) -> None:
+    """Intra-op threads for every torch model of the process (a global in torch). On 2 shared cores
+    1 thread is the safe choice: 2 threads collapsed 10x under contention (notes/install.md §3)."""
+    import torch
+
+    if n_threads is not None and torch.get_num_threads() != n_threads:
+        torch.set_num_threads(n_threads)
+
+
+def fold_weight_norm(model: Any) -> int:
+    """Replace weight-norm parametrizations by their computed weights; returns how many."""
+    from torch.nn.utils import parametrize
+
+    folded = 0
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            folded += 1
+    return folded
 
 
 def check_codes(frames: np.ndarray, codes_per_frame: int, codebook_size: int) -> np.ndarray:

@@ -29,7 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from voice.codecs.codec_base import DeviceSetting, DtypeSetting, check_codes, choose_device, choose_dtype
+from voice.codecs.codec_base import (
+    DeviceSetting,
+    DtypeSetting,
+    check_codes,
+    choose_device,
+    choose_dtype,
+    fold_weight_norm,
+    set_torch_threads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +55,6 @@ def layers_from_frames(frames: np.ndarray) -> list[np.ndarray]:
     """[batch, n, 7] canonical frames -> SNAC's 3 code layers [batch, n], [batch, 2n], [batch, 4n]."""
     batch, n, _ = frames.shape
     return [frames[:, :, 0], frames[:, :, 1:3].reshape(batch, 2 * n), frames[:, :, 3:7].reshape(batch, 4 * n)]
-
-
-def set_torch_threads(n_threads: int | None) -> None:
-    """Intra-op threads for every torch model of the process (a global in torch). On 2 shared cores
-    1 thread is the safe choice: 2 threads collapsed 10x under contention (notes/install.md §3)."""
-    import torch
-
-    if n_threads is not None and torch.get_num_threads() != n_threads:
-        torch.set_num_threads(n_threads)
-
-
-def fold_weight_norm(model: Any) -> int:
-    """Replace weight-norm parametrizations by their computed weights; returns how many."""
-    from torch.nn.utils import parametrize
-
-    folded = 0
-    for module in model.modules():
-        if parametrize.is_parametrized(module, "weight"):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-            folded += 1
-    return folded
 
 
 class SnacDecoder:

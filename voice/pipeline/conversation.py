@@ -39,7 +39,7 @@ class BargeInSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    min_speech_ms: float = Field(400.0, ge=0)   # speech this long while the agent talks interrupts it
+    min_speech_ms: float = Field(300.0, ge=0)   # speech this long while the agent talks interrupts it
     #: Clients without echo cancellation (CLI on speakers, phones) hear the agent in their mic:
     #: "aec" = the client cancels echo (browsers); "raise" = higher VAD threshold while the agent
     #: speaks; "gate" = ignore the mic while the agent speaks (no barge-in).
@@ -125,12 +125,14 @@ class Conversation:
         full = ""
         try:
             try:
-                async for delta in self.llm.stream_chat(messages, self.generation):
-                    m.stamp("first_llm_token")
-                    full += delta
-                    await self.emit(msg.AgentText(turn=turn, text=delta, final=False))
-                    for piece in chunker.feed(delta):
-                        await self._speak(piece, m)
+                # aclosing: a cancelled reply stops the LLM at its next token, not at garbage collection
+                async with contextlib.aclosing(self.llm.stream_chat(messages, self.generation)) as deltas:
+                    async for delta in deltas:
+                        m.stamp("first_llm_token")
+                        full += delta
+                        await self.emit(msg.AgentText(turn=turn, text=delta, final=False))
+                        for piece in chunker.feed(delta):
+                            await self._speak(piece, m)
                 for piece in chunker.flush():
                     await self._speak(piece, m)
             except LlmError as e:
@@ -149,9 +151,10 @@ class Conversation:
 
     async def _speak(self, piece: str, m: TurnMetrics) -> None:
         """One chunker piece through TTS into the pacer; the pacer sends while we synthesize on."""
-        async for audio in self.tts.synthesize(piece):
-            m.stamp("first_tts_audio")
-            self.pacer.enqueue(self.audio_out.push(audio, self.tts.sample_rate_hz))
+        async with contextlib.aclosing(self.tts.synthesize(piece)) as chunks:
+            async for audio in chunks:
+                m.stamp("first_tts_audio")
+                self.pacer.enqueue(self.audio_out.push(audio, self.tts.sample_rate_hz))
         self.pacer.enqueue(self.audio_out.end_piece(piece))
 
     async def _send_paced(self, frame: OutFrame) -> None:

@@ -35,8 +35,11 @@ class CodecEngine:
     """One codec model behind an adaptive batcher; `decode(window)` from any session's loop."""
 
     def __init__(self, decoder: CodecDecoder, *, min_batch_frames: int = 8, max_batch_frames: int = 64,
-                 window_ms: float = 5.0, target_latency_ms: float | None = None, name: str | None = None) -> None:
+                 window_ms: float = 5.0, target_latency_ms: float | None = None, name: str | None = None,
+                 warmup_frames: int = 4) -> None:
         self.decoder = decoder
+        if warmup_frames:  # the first call pays for lazy init (allocator, kernels): not the first user
+            decoder.decode(np.zeros((1, warmup_frames, decoder.codes_per_frame), dtype=np.int64))
         self.sample_rate_hz = decoder.sample_rate_hz
         self.max_batch_frames = max_batch_frames
         self._batcher: AdaptiveBatcher[Window, np.ndarray] = AdaptiveBatcher(

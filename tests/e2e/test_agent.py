@@ -1,0 +1,160 @@
+"""The agent answers out loud: real server process, real CLI / protocol client, real models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import ROOT, start_server
+from piper_speech import synthesize
+from speech_data import librivox_clips, wer
+
+from voice.client import ClientOptions, ReceivedAudio, VoiceClient
+from voice.codecs.resample import resample
+
+pytestmark = pytest.mark.e2e
+
+QUESTIONS = ("What is the capital of France?", "How many days are there in a week?")
+
+
+@pytest.fixture(scope="module")
+def agent_server(tmp_path_factory):
+    srv = start_server(tmp_path_factory.mktemp("agent"), env={"VOICE_LLM__TEMPERATURE": "0"})
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    from faster_whisper import WhisperModel
+
+    from voice.models import model_path
+
+    # base (not the server's tiny.en) so the check is independent of the ASR under test
+    return WhisperModel(str(model_path("whisper-base")), device="cpu", compute_type="int8", cpu_threads=1)
+
+
+def transcribe(whisper, path) -> str:
+    audio, rate = sf.read(str(path), dtype="float32")
+    audio16 = resample(audio, rate, 16000)
+    segments, _ = whisper.transcribe(audio16, language="en", beam_size=1, condition_on_previous_text=False)
+    return " ".join(s.text.strip() for s in segments)
+
+
+def question_wav(folder, text: str):
+    audio, rate = synthesize(text)
+    pad = np.zeros(rate // 2, np.int16)
+    path = folder / f"q-{abs(hash(text))}.wav"
+    sf.write(str(path), np.concatenate([pad, audio, pad]), rate, subtype="PCM_16")
+    return path
+
+
+def ask(url: str, wav, record) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "voice.cli", "mic", "--url", url, "--input", str(wav), "--json",
+                             "--no-playback", "--record", str(record), "--timeout", "120"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+
+
+def reply_of(proc: subprocess.Popen) -> tuple[list[dict], str]:
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err.decode()
+    events = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    texts = [e["text"] for e in events if e["type"] == "agent_text" and e["final"]]
+    return events, " ".join(texts)
+
+
+def test_real_speech_gets_a_spoken_reply_that_matches_the_agent_text(agent_server, whisper, tmp_path):
+    clip, _ = librivox_clips()[0]
+    record = tmp_path / "reply.wav"
+    events, agent_text = reply_of(ask(agent_server.url, clip, record))
+    assert agent_text.strip(), events
+    heard = transcribe(whisper, record)
+    assert heard.strip(), "the reply audio is silent"
+    assert wer(agent_text, heard) <= 0.25, f"agent said: {agent_text}\nwhisper heard: {heard}"
+    metrics = [e for e in events if e["type"] == "turn_metrics"]
+    assert metrics and set(metrics[0]["stages_ms"]) >= {"final_transcript", "first_llm_token", "first_tts_audio",
+                                                        "first_audio_sent", "voice_to_voice"}
+    stages = metrics[0]["stages_ms"]
+    assert stages["final_transcript"] <= stages["first_llm_token"] <= stages["first_audio_sent"]
+
+
+def test_two_concurrent_sessions_both_get_correct_replies(agent_server, whisper, tmp_path):
+    procs = [ask(agent_server.url, question_wav(tmp_path, q), tmp_path / f"r{i}.wav") for i, q in enumerate(QUESTIONS)]
+    results = [reply_of(p) for p in procs]
+    (ev_paris, text_paris), (ev_week, text_week) = results
+    assert "paris" in text_paris.lower(), text_paris
+    assert "seven" in text_week.lower() or "7" in text_week, text_week
+    for i, (events, _) in enumerate(results):
+        finals = " ".join(e["text"] for e in events if e["type"] == "transcript_final")
+        assert wer(QUESTIONS[i], finals) <= 0.25, finals
+    said = " ".join(text for _, text in results)
+    heard = " ".join(transcribe(whisper, tmp_path / f"r{i}.wav") for i in range(len(results)))
+    assert wer(said, heard) <= 0.25, f"agent said: {said}\nwhisper heard: {heard}"
+
+
+async def _barge_in(url: str, first: np.ndarray, second: np.ndarray, rate: int) -> dict:
+    """Ask, wait for the reply to be audible for 0.8 s, then speak over it."""
+    client = VoiceClient(url, ClientOptions(input_codec="pcm16", input_rate_hz=rate, output_codec="pcm16",
+                                            output_rate_hz=16000))
+    await client.connect()
+    log: dict = {"audio": [], "events": []}
+    first_audio = asyncio.Event()
+
+    async def receive() -> None:
+        async for item in client.messages():
+            now = time.monotonic()
+            if isinstance(item, ReceivedAudio):
+                log["audio"].append(now)
+                first_audio.set()
+            else:
+                log["events"].append((now, item.model_dump(exclude_none=True)))
+                if item.type == "input_ended":
+                    return
+
+    receiver = asyncio.create_task(receive())
+    step = rate // 50
+
+    async def stream(audio: np.ndarray) -> None:
+        t0 = time.monotonic()
+        for i, pos in enumerate(range(0, len(audio), step)):
+            await asyncio.sleep(max(0.0, t0 + i * 0.02 - time.monotonic()))
+            await client.send_audio(audio[pos:pos + step])
+
+    silence = np.zeros(step, np.int16)
+    await stream(first)
+    while not first_audio.is_set():
+        await stream(silence)
+    await stream(np.zeros(int(rate * 0.8), np.int16))
+    log["barge_in_sent"] = time.monotonic()
+    await stream(second)
+    await stream(np.zeros(rate * 2, np.int16))
+    await client.end_input()
+    await asyncio.wait_for(receiver, 120)
+    await client.close()
+    return log
+
+
+def test_barge_in_stops_audio_and_keeps_only_what_was_heard(agent_server):
+    rate = 16000
+    q, qr = synthesize("Tell me a long story about a dragon who learns to bake bread.")
+    first = (resample(q.astype(np.float32) / 32768, qr, rate) * 32767).astype(np.int16)
+    second, _ = sf.read(str(librivox_clips()[4][0]), dtype="int16")
+    log = asyncio.run(_barge_in(agent_server.url, first, second, rate))
+    events = log["events"]
+    interrupted = [(t, e) for t, e in events if e["type"] == "interrupted"]
+    assert interrupted, [e["type"] for _, e in events]
+    t_int, ev = interrupted[0]
+    started = [t for t, e in events if e["type"] == "speech_started" and t >= log["barge_in_sent"]]
+    assert started, "the second utterance was not detected"
+    last_audio = max([t for t in log["audio"] if t <= t_int + 2.0], default=started[0])
+    assert last_audio - started[0] <= 0.2, f"audio went on {last_audio - started[0]:.3f} s after speech start"
+    assert ev["played_ms"] > 500, ev
+    # the turn after the interruption is answered
+    replies = [e for _, e in events if e["type"] == "agent_text" and e["final"]]
+    assert replies and replies[-1]["turn"] == ev["turn"] + 1
