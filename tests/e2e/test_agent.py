@@ -87,7 +87,7 @@ def test_real_speech_gets_a_spoken_reply_that_matches_the_agent_text(agent_serve
 def test_two_concurrent_sessions_both_get_correct_replies(agent_server, whisper, tmp_path):
     procs = [ask(agent_server.url, question_wav(tmp_path, q), tmp_path / f"r{i}.wav") for i, q in enumerate(QUESTIONS)]
     results = [reply_of(p) for p in procs]
-    (ev_paris, text_paris), (ev_week, text_week) = results
+    (_ev_paris, text_paris), (_ev_week, text_week) = results
     assert "paris" in text_paris.lower(), text_paris
     assert "seven" in text_week.lower() or "7" in text_week, text_week
     for i, (events, _) in enumerate(results):

@@ -26,7 +26,8 @@ pytestmark = [
 
 @pytest.fixture
 def virtual_mic(tmp_path):
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path / "run"), "HOME": str(tmp_path), "PULSE_SOURCE": "fakemic", "PULSE_SINK": "spk"}
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path / "run"), "HOME": str(tmp_path),
+           "PULSE_SOURCE": "fakemic", "PULSE_SINK": "spk"}  # the reply plays into "spk", never back into the mic
     (tmp_path / "run").mkdir()
     subprocess.run(["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n", "--use-pid-file=yes",
                     "--load=module-native-protocol-unix",

@@ -275,6 +275,7 @@ class Pacer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         #: Samples handed to `send` since the session started.
         self.sent_samples = 0
         self._run_start_s = float("-inf")  # monotonic time the current run started
@@ -291,6 +292,8 @@ class Pacer:
             return
         self._idle.clear()
         self._wake.set()
+        if self._closed:
+            raise RuntimeError("pacer is closed")
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="pacer")
 
@@ -308,6 +311,8 @@ class Pacer:
         await self._idle.wait()
 
     async def aclose(self) -> None:
+        """Stop sending for good: drop the queue and end the pacing task."""
+        self._closed = True
         self.stop()
         if self._task is not None:
             self._task.cancel()
@@ -316,7 +321,7 @@ class Pacer:
 
     async def _run(self) -> None:
         lead_s = self.lead_ms / 1000.0
-        while True:
+        while not self._closed:
             if not self._queue:
                 self._idle.set()
                 self._wake.clear()
@@ -329,8 +334,11 @@ class Pacer:
             due_s = self._run_start_s + (self._run_sent_samples + frame.samples) / self.sample_rate_hz - lead_s
             if due_s > now:
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that
+                # arrives together with the wake-up, and aclose() would then wait forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), due_s - now)
+                    async with asyncio.timeout(due_s - now):
+                        await self._wake.wait()
                 continue  # look again: stop() may have dropped this frame meanwhile
             self._queue.popleft()
             self._run_sent_samples += frame.samples

@@ -3,8 +3,9 @@
 A Session owns the per-call state (audio decoder, listener, conversation, sequence numbers, error
 budget). It reads frames in one task and handles the listener's events in another, so a slow
 Whisper decode never stops audio intake. The agent's replies live in the Conversation; the session
-decides when the user takes the turn (final transcript, typed text) and when they barge in. Protocol errors after READY are answered with ERROR and the session goes
-on; fatal ones (and every error during the handshake) close the connection with the error's code.
+decides when the user takes the turn (final transcript, typed text) and when they barge in.
+Protocol errors after READY are answered with ERROR and the session goes on; fatal ones (and every
+error during the handshake) close the connection with the error's code.
 """
 
 from __future__ import annotations
@@ -286,9 +287,8 @@ class Session:
             self.conversation.playback_mark(control.played_samples)
         elif isinstance(control, msg.Interrupt):
             await self.conversation.interrupt()
-        elif isinstance(control, msg.TextInput):
-            if control.text.strip():
-                self.conversation.user_said(control.text.strip(), TurnMetrics(0, speech_end=time.monotonic()))
+        elif isinstance(control, msg.TextInput) and control.text.strip():
+            self.conversation.user_said(control.text.strip(), TurnMetrics(0, speech_end=time.monotonic()))
         # dtmf: accepted; the dialogue flows of later work act on it
 
     # ------------------------------------------------------------------ events out
