@@ -276,3 +276,13 @@ async def test_request_that_waited_behind_a_busy_worker_is_not_held_for_another_
     finally:
         recorder.release.set()
         b.close()
+
+
+async def test_batch_size_counts_item_costs_when_given(recorder):
+    b = AdaptiveBatcher(recorder, name="costed", window_ms=30.0, max_batch=8, cost=len)
+    try:
+        await asyncio.gather(*(b.submit("x" * 4) for _ in range(3)), b.submit("y" * 9))
+    finally:
+        b.close()
+    assert [sum(map(len, batch)) for batch in recorder.batches] == [8, 4, 9]  # an oversize item goes alone
+    assert b.stats().units == 21

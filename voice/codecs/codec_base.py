@@ -204,6 +204,8 @@ class FrameWindower:
             keep_to = self._emitted + (keep_to - self._emitted) // plan.hop_frames * plan.hop_frames
         if max_new_frames is not None:
             cap = max(max_new_frames // plan.hop_frames, 1) * plan.hop_frames
+            if self._emitted == 0:  # the first window also keeps its would-be left context
+                cap += plan.left_frames
             keep_to = min(keep_to, self._emitted + cap)
         end = min(keep_to + plan.right_frames, self.n_frames)
         start = max(min(self._emitted - plan.left_frames, end - plan.window_frames), 0)

@@ -10,6 +10,10 @@
 
 Positions are in output samples counted from the start of the session: the protocol's AUDIO
 timestamp and `playback_mark.played_samples` use the same count.
+
+An Opus frame is encoded when its `payload` is first read (by the Pacer's send): encoding a whole
+Piper sentence (~150 frames, 0.15-0.35 ms each) at once would stall the event loop for 20-90 ms,
+more than the pacer's lead; frames dropped by a barge-in are never encoded at all.
 """
 
 from __future__ import annotations
@@ -36,16 +40,36 @@ log = logging.getLogger(__name__)
 OutCodec = Literal["opus", "pcm16"]
 
 
-@dataclass(frozen=True, slots=True)
 class OutFrame:
-    """One encoded frame. `timestamp_samples`: stream position of its first sample; `samples`:
-    its duration in output samples; `segment`: index of the reply (0 for the session's first)."""
+    """One frame for an AUDIO message. `timestamp_samples`: stream position of its first sample;
+    `samples`: its duration; `segment`: index of its reply (0 for the session's first);
+    `pcm`: its float32 samples at the session rate (None when built from a payload).
 
-    payload: bytes
-    timestamp_samples: int
-    flags: Flags
-    segment: int
-    samples: int
+    `payload` is the Opus packet or PCM16 LE bytes. A frame made by AudioOut encodes on first read,
+    and encodes every earlier frame first: the Opus encoder is stateful, so order matters.
+    """
+
+    __slots__ = ("_index", "_payload", "_source", "flags", "pcm", "samples", "segment", "timestamp_samples")
+
+    def __init__(self, payload: bytes, timestamp_samples: int, flags: Flags, segment: int, samples: int) -> None:
+        self._payload: bytes | None = payload
+        self.timestamp_samples = timestamp_samples
+        self.flags = flags
+        self.segment = segment
+        self.samples = samples
+        self.pcm: np.ndarray | None = None
+        self._source: AudioOut | None = None
+        self._index = 0
+
+    @property
+    def payload(self) -> bytes:
+        if self._payload is None and self._source is not None:
+            self._source._encode_through(self)
+        assert self._payload is not None
+        return self._payload
+
+    def __repr__(self) -> str:
+        return f"OutFrame(ts={self.timestamp_samples}, flags={self.flags!r}, segment={self.segment})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +129,8 @@ class AudioOut:
     Per reply: `push` the chunks of each piece, `end_piece(text)` after each piece, `end_reply()`
     at the end; every call returns the frames it completed. One frame is held back until the
     reply ends, so that the last frame can carry SEGMENT_END (padded with silence to 20 ms).
+    Costs: resampling, fades and framing ~1 ms per second of audio; Opus encoding 0.15-0.35 ms
+    per 20 ms frame, paid when the payload is read.
     """
 
     def __init__(
@@ -132,19 +158,22 @@ class AudioOut:
         #: Text timeline of the current (or last) reply.
         self.timeline = TextTimeline()
         self._position_samples = 0  # timestamp of the next frame
+        # A reply gets its segment index with its first frame, so one without audio uses none.
         self._segment = -1
+        self._segment_start_samples = -1  # timestamp of that segment's first frame
         self._in_reply = False
-        self._reply_start_samples = 0
         self._reply_frames = 0
         self._ready = np.zeros(0, np.float32)  # final samples not yet framed
         self._tail = np.zeros(0, np.float32)   # last fade of the open piece, awaiting its fade-out
         self._resampler: StreamResampler | None = None  # set while a piece is open
         self._piece_samples = 0
         self._piece_start_samples = 0
+        self._unencoded: deque[OutFrame] = deque()  # Opus frames made, not yet encoded, in order
+        self._frames_made = 0
 
     @property
     def segment(self) -> int:
-        """Index of the current (or last) reply; -1 before the first."""
+        """Index of the current (or last) reply that produced audio; -1 before the first."""
         return self._segment
 
     def push(self, chunk: np.ndarray, chunk_rate_hz: int) -> list[OutFrame]:
@@ -190,23 +219,22 @@ class AudioOut:
         """Barge-in: drop all audio not yet framed. The stream goes on at `sent_samples` (what the
         Pacer actually sent), so later timestamps count only samples the client received. The
         timeline is kept for `heard_text`."""
-        if self._in_reply and sent_samples <= self._reply_start_samples:
-            self._segment -= 1  # no frame of this reply reached the client: reuse its index
+        if self._segment >= 0 and sent_samples <= self._segment_start_samples:
+            self._segment -= 1  # no frame of that reply reached the client: reuse its index
+            self._segment_start_samples = -1
         self._in_reply = False
         self._resampler = None
         self._ready = np.zeros(0, np.float32)
         self._tail = np.zeros(0, np.float32)
+        self._unencoded.clear()  # dropped by the pacer: never encoded
         self._position_samples = sent_samples
 
     def _start_reply(self) -> None:
         self._in_reply = True
-        self._segment += 1
         self._reply_frames = 0
-        self._reply_start_samples = self._position_samples
         self.timeline = TextTimeline()
 
-    def _stream_end(self) -> int:
-        """Stream position just after the last sample added so far."""
+    def _stream_end(self) -> int:  # stream position just after the last sample added so far
         return self._position_samples + len(self._ready) + len(self._tail)
 
     def _add(self, samples: np.ndarray) -> None:
@@ -222,6 +250,20 @@ class AudioOut:
         self._ready = np.concatenate([self._ready, joined[:split]])
         self._tail = joined[split:]
 
+    def _encode_through(self, frame: OutFrame) -> None:
+        """Encode queued Opus frames in stream order up to and including `frame`."""
+        assert self._encoder is not None and frame.pcm is not None
+        if not self._unencoded or frame._index < self._unencoded[0]._index:
+            batch = [frame]  # dropped by interrupt(), so never sent: encode it alone
+        else:
+            batch = []
+            while not batch or batch[-1] is not frame:
+                batch.append(self._unencoded.popleft())
+        for queued in batch:
+            assert queued.pcm is not None
+            queued._payload = self._encoder.encode(float32_to_int16(queued.pcm))
+            queued._source = None  # no reference cycle once encoded
+
     def _frames(self, *, final: bool) -> list[OutFrame]:
         n = self.frame_samples
         if final and len(self._ready) % n:
@@ -232,19 +274,26 @@ class AudioOut:
             flags = Flags.NONE
             if self._reply_frames == 0:
                 flags |= Flags.SEGMENT_START
+                self._segment += 1
+                self._segment_start_samples = self._position_samples
             if final and i == count - 1:
                 flags |= Flags.SEGMENT_END
-            pcm = self._ready[i * n:(i + 1) * n]
-            frames.append(OutFrame(self._encode(pcm), self._position_samples, flags, self._segment, n))
+            frames.append(self._frame(self._ready[i * n:(i + 1) * n].copy(), flags))
             self._position_samples += n
             self._reply_frames += 1
         self._ready = self._ready[count * n:]
         return frames
 
-    def _encode(self, pcm: np.ndarray) -> bytes:
-        if self._encoder is not None:
-            return self._encoder.encode(float32_to_int16(pcm))
-        return float32_to_bytes(pcm)
+    def _frame(self, pcm: np.ndarray, flags: Flags) -> OutFrame:
+        frame = OutFrame(b"", self._position_samples, flags, self._segment, len(pcm))
+        frame.pcm = pcm
+        if self._encoder is None:
+            frame._payload = float32_to_bytes(pcm)  # PCM16 is cheap: no need to defer
+        else:
+            frame._payload, frame._source, frame._index = None, self, self._frames_made
+            self._unencoded.append(frame)
+        self._frames_made += 1
+        return frame
 
 
 class Pacer:
@@ -262,17 +311,14 @@ class Pacer:
         sample_rate_hz: int,
         *,
         lead_ms: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if lead_ms < 0:
             raise ValueError(f"lead_ms must be >= 0, got {lead_ms}")
         self._send = send
         self.sample_rate_hz = sample_rate_hz
         self.lead_ms = lead_ms
-        self._clock = clock
         self._queue: deque[OutFrame] = deque()
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
+        self._wake, self._idle = asyncio.Event(), asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -286,14 +332,15 @@ class Pacer:
         return sum(f.samples for f in self._queue)
 
     def enqueue(self, frames: Iterable[OutFrame]) -> None:
-        """Queue frames for sending, in order."""
+        """Queue frames for sending, in order. After aclose() frames are dropped (the session is
+        ending; audio still arriving from the TTS has nowhere to go)."""
+        if self._closed:
+            return
         self._queue.extend(frames)
         if not self._queue:
             return
         self._idle.clear()
         self._wake.set()
-        if self._closed:
-            raise RuntimeError("pacer is closed")
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="pacer")
 
@@ -328,7 +375,7 @@ class Pacer:
                 await self._wake.wait()
                 continue
             frame = self._queue[0]
-            now = self._clock()
+            now = time.monotonic()
             if now >= self._run_start_s + self._run_sent_samples / self.sample_rate_hz:
                 self._run_start_s, self._run_sent_samples = now, 0  # client ran dry: restart
             due_s = self._run_start_s + (self._run_sent_samples + frame.samples) / self.sample_rate_hz - lead_s

@@ -94,6 +94,8 @@ class PiperEngine:
         finally:
             if pending is not None:
                 pending.cancel()
+                # A request that already failed (engine closing) must not log "never retrieved".
+                pending.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def stats(self) -> BatcherStats:
         return self._batcher.stats()

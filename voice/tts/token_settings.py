@@ -44,7 +44,8 @@ class TokenTtsSettings(BaseModel):
     min_batch_frames: int = Field(8, ge=1)    # codec batch size bounds, in frames
     max_batch_frames: int = Field(64, ge=4)
     batch_window_ms: float = Field(5.0, ge=0)  # how long the codec worker gathers requests
-    target_latency_ms: float | None = None     # codec batch latency target (None: max batch)
+    target_latency_ms: float | None = 150.0    # codec batch latency target (None: always max batch)
+    max_window_frames: int = Field(16, ge=4)   # widest coalesced window of one stream, frames
 
 
 def cache_folder(settings: TokenTtsSettings) -> Path:
@@ -86,7 +87,7 @@ def build_token_tts(settings: TokenTtsSettings) -> TtsEngine:
     model = gguf_path(settings)
     codec = CodecEngine(build_codec(settings), min_batch_frames=settings.min_batch_frames,
                         max_batch_frames=settings.max_batch_frames, window_ms=settings.batch_window_ms,
-                        target_latency_ms=settings.target_latency_ms)
+                        target_latency_ms=settings.target_latency_ms, max_window_frames=settings.max_window_frames)
     gpu_layers = settings.n_gpu_layers
     if gpu_layers is None:
         gpu_layers = -1 if codec.decoder.device == "cuda" else 0

@@ -1,0 +1,164 @@
+"""Voice-to-voice latency: end of the user's speech -> first audio frame of the agent's reply.
+
+Runs the real server (`voice serve`, cpu profile unless --profile) and speaks questions to it
+in real time over the protocol, several turns per session, waiting for each reply to finish.
+Reports p50/p95 of each stage from the server's turn_metrics events (end of speech -> final
+transcript -> first LLM token -> first TTS audio -> first audio frame sent) and the client's own
+measurement (last speech sample sent -> first reply frame received).
+
+Baseline (same run, same engines): a non-streaming pipeline that waits for the whole LLM reply
+and synthesizes it before playing anything; its first audio would come at
+(agent_text final received) + (Piper time for the whole reply text). Ratio = streaming / baseline.
+
+Usage: .venv/bin/python bench/voice_to_voice.py [--sessions 3] [--turns 4] [--profile cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+
+from asr_latency import last_speech_sample  # noqa: E402
+from common import print_table, summary, write_results  # noqa: E402
+from conftest import start_server  # noqa: E402
+from piper_speech import synthesize  # noqa: E402
+
+from voice.client import ClientOptions, ReceivedAudio, VoiceClient  # noqa: E402
+from voice.codecs.resample import resample  # noqa: E402
+
+RATE_HZ = 16000
+FRAME = RATE_HZ // 50
+TURN_TIMEOUT_S = 30.0
+QUESTIONS = (
+    "What is the capital of France?", "How many days are there in a week?",
+    "What color is the sky on a clear day?", "Can you suggest a name for a black cat?",
+    "What is two plus three?", "Which ocean is the largest?",
+    "How do I boil an egg?", "What should I wear when it rains?",
+    "Tell me a fun fact about bees.", "What is the opposite of hot?",
+    "How many legs does a spider have?", "What do you call a baby dog?",
+)
+
+
+def speech(text: str) -> np.ndarray:
+    audio, rate = synthesize(text)
+    return (resample(audio.astype(np.float32) / 32768, rate, RATE_HZ) * 32767).astype(np.int16)
+
+
+async def run_session(url: str, questions: list[np.ndarray]) -> list[dict]:
+    client = VoiceClient(url, ClientOptions(input_codec="opus", input_rate_hz=RATE_HZ,
+                                            output_codec="opus", output_rate_hz=48000))
+    await client.connect()
+    turns: list[dict] = []
+    current: dict = {}
+    reply_done = asyncio.Event()
+
+    async def receive() -> None:
+        async for item in client.messages():
+            now = time.perf_counter()
+            if isinstance(item, ReceivedAudio):
+                current.setdefault("first_audio", now)
+                continue
+            kind = item.type
+            if kind == "turn_metrics":
+                current["stages"] = item.stages_ms
+            elif kind == "agent_text" and item.final:
+                current["text"], current["text_final"] = item.text, now
+                reply_done.set()
+            elif kind == "input_ended":
+                return
+
+    receiver = asyncio.create_task(receive())
+    silence = np.zeros(FRAME, np.int16)
+
+    async def send(audio: np.ndarray, mark_end_at: int | None = None) -> None:
+        t0 = time.perf_counter()
+        for i, pos in enumerate(range(0, len(audio), FRAME)):
+            await asyncio.sleep(max(0.0, t0 + i * 0.02 - time.perf_counter()))
+            await client.send_audio(audio[pos:pos + FRAME])
+            if mark_end_at is not None and pos <= mark_end_at < pos + FRAME:
+                current["end_of_speech"] = time.perf_counter()
+
+    await send(np.zeros(RATE_HZ // 2, np.int16))
+    for audio in questions:
+        current = {}
+        reply_done.clear()
+        await send(audio, mark_end_at=last_speech_sample(audio))
+        deadline = time.perf_counter() + TURN_TIMEOUT_S
+        while not reply_done.is_set() and time.perf_counter() < deadline:  # the mic stays open (silence)
+            await send(silence)
+        await send(np.zeros(RATE_HZ * 3, np.int16))  # let the reply play out before the next question
+        turns.append(current)
+    await client.end_input()
+    await asyncio.wait_for(receiver, 120)
+    await client.close()
+    return turns
+
+
+def piper_ms(texts: list[str]) -> list[float]:
+    """Baseline part: time to synthesize each whole reply with the same Piper voice, in process."""
+    from piper import PiperVoice
+
+    from voice.models import model_path
+
+    path = model_path("piper-joe")
+    voice = PiperVoice.load(str(path), config_path=f"{path}.json")
+    out = []
+    for text in texts:
+        t = time.perf_counter()
+        list(voice.synthesize(text))
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sessions", type=int, default=3)
+    ap.add_argument("--turns", type=int, default=4)
+    ap.add_argument("--profile", default="cpu")
+    args = ap.parse_args()
+    texts = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.sessions * args.turns)]
+    audios = [speech(t) for t in texts]
+    print(f"{len(texts)} turns in {args.sessions} sessions, profile {args.profile}", flush=True)
+    server = start_server(Path("/tmp"), "--profile", args.profile)
+    try:
+        turns = []
+        for s in range(args.sessions):
+            turns += asyncio.run(run_session(server.url, audios[s * args.turns:(s + 1) * args.turns]))
+            print(f"session {s + 1}/{args.sessions} done", flush=True)
+    finally:
+        server.stop()
+    done = [t for t in turns if "stages" in t and "first_audio" in t and "end_of_speech" in t]
+    stages = {k: [t["stages"][k] for t in done if k in t["stages"]]
+              for k in ("final_transcript", "first_llm_token", "first_tts_audio", "first_audio_sent")}
+    client_v2v = [(t["first_audio"] - t["end_of_speech"]) * 1000 for t in done]
+    synth = piper_ms([t["text"] for t in done])
+    baseline = [(t["text_final"] - t["end_of_speech"]) * 1000 + s for t, s in zip(done, synth, strict=True)]
+    rows = [(f"server: speech end -> {k}", summary(v)) for k, v in stages.items()]
+    rows += [("client: last speech sample -> first reply audio", summary(client_v2v)),
+             ("baseline: non-streaming (whole reply, then TTS)", summary(baseline))]
+    print_table(f"Voice-to-voice latency ({len(done)} of {len(turns)} turns answered)", rows)
+    ratio = summary(client_v2v)["p50"] / summary(baseline)["p50"]
+    print(f"\nratio p50 streaming / non-streaming baseline = {ratio:.2f}")
+    write_results(f"voice_to_voice_{args.profile}", {
+        "settings": {"profile": args.profile, "sessions": args.sessions, "turns_per_session": args.turns,
+                     "asr": "whisper-tiny.en", "llm": "qwen2.5-coder-0.5b Q4_K_M", "tts": "piper-joe",
+                     "min_silence_ms": 500},
+        "turns": len(turns), "answered": len(done),
+        "server_stages_ms": {k: summary(v) for k, v in stages.items()},
+        "client_voice_to_voice_ms": summary(client_v2v),
+        "baseline_non_streaming_ms": summary(baseline),
+        "ratio_streaming_vs_baseline_p50": ratio,
+        "replies": [t.get("text", "") for t in done],
+    })
+
+
+if __name__ == "__main__":
+    main()
