@@ -78,10 +78,13 @@ async def run_session(url: str, questions: list[np.ndarray]) -> list[dict]:
     receiver = asyncio.create_task(receive())
     silence = np.zeros(FRAME, np.int16)
 
+    clock = {"t0": time.perf_counter(), "frames": 0}  # one real-time clock for the whole session
+
     async def send(audio: np.ndarray, mark_end_at: int | None = None) -> None:
-        t0 = time.perf_counter()
-        for i, pos in enumerate(range(0, len(audio), FRAME)):
-            await asyncio.sleep(max(0.0, t0 + i * 0.02 - time.perf_counter()))
+        for pos in range(0, len(audio), FRAME):
+            due = clock["t0"] + clock["frames"] * 0.02
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            clock["frames"] += 1
             await client.send_audio(audio[pos:pos + FRAME])
             if mark_end_at is not None and pos <= mark_end_at < pos + FRAME:
                 current["end_of_speech"] = time.perf_counter()

@@ -139,7 +139,23 @@ def cmd_models(args: argparse.Namespace) -> int:
         spec = models.REGISTRY[st.name]
         print(f"{st.name:20} {spec.kind:4} {st.state:10} {st.path or '-'}  {st.detail}".rstrip())
         bad += st.state in ("missing", "corrupt")
+    if args.action in ("list", "check") and not args.name:
+        bad += print_token_tts_status()
     return 1 if bad and args.action == "check" else 0
+
+
+def print_token_tts_status() -> int:
+    """Rows for the token-based TTS (Orpheus/OuteTTS GGUF + SNAC/DAC codec) as configured."""
+    from voice.config import load_settings
+    from voice.tts.token_settings import token_tts_status
+
+    token = load_settings().tts.token
+    missing = 0
+    for engine in ("orpheus", "outetts"):
+        for name, state, path, detail in token_tts_status(token.model_copy(update={"engine": engine})):
+            print(f"{name:20} tts  {state:10} {path or '-'}  {detail}".rstrip())
+            missing += state == "missing"
+    return missing
 
 
 if __name__ == "__main__":

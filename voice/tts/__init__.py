@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from voice.tts.base import TtsEngine
 from voice.tts.chunker import ChunkerSettings, TextChunker
+from voice.tts.token_settings import TokenTtsSettings
 
 EngineName = Literal["piper", "orpheus", "outetts"]
 
@@ -27,6 +28,7 @@ class TtsSettings(BaseModel):
     intra_op_threads: int = Field(1, ge=1)  # ONNX Runtime threads per inference
     length_scale: float | None = Field(None, gt=0)  # speaking rate: > 1 slower; None = the voice's own
     chunker: ChunkerSettings = Field(default_factory=ChunkerSettings)
+    token: TokenTtsSettings = Field(default_factory=TokenTtsSettings)  # engines orpheus / outetts
 
 
 def _build_piper(settings: TtsSettings) -> TtsEngine:
@@ -37,9 +39,17 @@ def _build_piper(settings: TtsSettings) -> TtsEngine:
     return PiperEngine(path, intra_op_threads=settings.intra_op_threads, length_scale=settings.length_scale)
 
 
-#: engine name -> builder. The token-TTS engines (orpheus, outetts) register here.
+def _build_token_tts(settings: TtsSettings) -> TtsEngine:
+    from voice.tts.token_settings import build_token_tts
+
+    return build_token_tts(settings.token.model_copy(update={"engine": settings.engine}))
+
+
+#: engine name -> builder: the one place an engine registers.
 ENGINE_BUILDERS: dict[str, Callable[[TtsSettings], TtsEngine]] = {
     "piper": _build_piper,
+    "orpheus": _build_token_tts,   # Orpheus-style codec tokens -> SNAC 24 kHz
+    "outetts": _build_token_tts,   # OuteTTS-style codec tokens -> DAC 24 kHz
 }
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voice.codecs.codec_base import WindowPlan
+from voice.codecs.codec_base import CodecDecoder, WindowPlan
 from voice.tts.codec_engine import CodecEngine, CodecStream, stream_audio
 from voice.tts.orpheus import CodecTokenLm, SamplingSettings
 
@@ -104,12 +104,12 @@ class OuteTtsEngine:
     `codec` is a DacDecoder (wrapped in a CodecEngine owned here) or a shared CodecEngine.
     """
 
-    def __init__(self, gguf_path: str | Path, codec: CodecEngine | object, *, n_threads: int = 1,
+    def __init__(self, gguf_path: str | Path, codec: CodecEngine | CodecDecoder, *, n_threads: int = 1,
                  max_tokens: int = 1500, n_ctx: int = 2048, n_gpu_layers: int = 0,
                  sampling: SamplingSettings | None = None, constrain: bool = True, coalesce: bool = True,
                  owns_codec: bool | None = None) -> None:
         self._owns_codec = not isinstance(codec, CodecEngine) if owns_codec is None else owns_codec
-        self.codec = codec if isinstance(codec, CodecEngine) else CodecEngine(codec)  # type: ignore[arg-type]
+        self.codec = codec if isinstance(codec, CodecEngine) else CodecEngine(codec)
         if self.codec.decoder.codes_per_frame != CODES_PER_FRAME:
             raise ValueError(f"OuteTTS 1.0 needs a 2-codebook DAC, got {self.codec.decoder.codes_per_frame}")
         self.sample_rate_hz = self.codec.sample_rate_hz
