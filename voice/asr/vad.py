@@ -214,6 +214,15 @@ class VadDetector:
         """True between a reported SpeechStart and its SpeechEnd."""
         return self.state in ("speech", "offset")
 
+    @property
+    def likely_end_sample(self) -> int | None:
+        """Where the segment will end if the silence now under way lasts min_silence_ms: known
+        once the padding after the last speech has been heard. None while speech goes on."""
+        if self.state != "offset":
+            return None
+        end = self._silence_at + self.pad_samples
+        return end if self.position_samples >= end else None
+
     def push(self, prob: float) -> VadEvent | None:
         """Feed the probability of the next window."""
         start = self.position_samples
