@@ -85,7 +85,8 @@ class Settings(Strict):
 
 PROFILES: dict[str, dict[str, Any]] = {
     # 2 shared cores: llama.cpp with 2 threads collapses (spin barriers) while ASR/TTS run beside it
-    "cpu": {"llm": {"n_threads": 1}},
+    # (n_threads_batch 2: the prompt is evaluated while ASR and TTS are idle)
+    "cpu": {"llm": {"n_threads": 1, "n_threads_batch": 2}},
     "gpu": {"asr": {"device": "cuda", "model": "whisper-base", "compute_type": "float16"},
             "llm": {"device": "cuda"}},
 }

@@ -24,6 +24,8 @@ class LlmSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "cpu"
     n_ctx: int = Field(4096, ge=256)        # tokens per context: system prompt + history + reply
     n_threads: int = Field(2, ge=1)         # CPU threads per context; 1 while ASR/TTS share 2 cores
+    n_threads_batch: int | None = Field(None, ge=1)  # threads for prompt evaluation (None: n_threads);
+                                            # nothing else runs then, so it can use every core
     contexts: int = Field(1, ge=1)          # llama.cpp contexts = sessions generating at once
     base_url: str | None = None             # engine "openai": e.g. http://127.0.0.1:8080/v1
     api_model: str | None = None            # engine "openai": model name sent; None = `model`
@@ -58,5 +60,6 @@ def build_llm(settings: LlmSettings) -> LlmEngine:
     if isinstance(path, str):
         raise ValueError(f"llm.model {settings.model!r}: hub downloads are not supported for GGUF models; "
                          "download the .gguf file and give its path")
-    return LlamaCppEngine(path, n_ctx=settings.n_ctx, n_threads=settings.n_threads, device=settings.device,
+    return LlamaCppEngine(path, n_ctx=settings.n_ctx, n_threads=settings.n_threads,
+                          n_threads_batch=settings.n_threads_batch, device=settings.device,
                           contexts=settings.contexts)
