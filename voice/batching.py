@@ -232,6 +232,13 @@ class AdaptiveBatcher(Generic[T, R]):
     def _queued(self) -> int:
         return len(self._urgent) + len(self._bulk)
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting (not counting the batch running now): callers use it to shed
+        best-effort work (partial transcripts) when the engine is behind."""
+        with self._cond:
+            return self._queued()
+
     def _units_of(self, pending: _Pending[T, R]) -> int:
         return 1 if self._cost is None else max(int(self._cost(pending.item)), 1)
 

@@ -1,4 +1,4 @@
-"""The one entry point: `voice serve | mic | models`."""
+"""The one entry point: `voice serve | mic | sip | models`."""
 
 from __future__ import annotations
 
@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
                    help="session option for HELLO, e.g. --option 'vad={\"min_silence_ms\":400}'")
     m.set_defaults(func=cmd_mic)
+
+    from voice.gateways.sip.command import add_parser as add_sip_parser
+
+    add_sip_parser(sub)
 
     md = sub.add_parser("models", help="list, check, locate or prepare the packaged models")
     md.add_argument("action", choices=["list", "check", "path", "prepare"])

@@ -23,12 +23,12 @@ export function niceCeiling(ms) {
  * @param {{turn: number, stages_ms: object}[]} turns oldest first
  * @param {object} o sizes in SVG units; `maxTurns` newest turns are shown
  */
-export function latencyBars(turns, { width = 320, height = 140, maxTurns = 12, axisWidth = 36, bottom = 16 } = {}) {
+export function latencyBars(turns, { width = 320, height = 140, maxTurns = 12, axisWidth = 40, bottom = 16, top = 8 } = {}) {
   const shown = turns.slice(-maxTurns);
   const totals = shown.map((t) => Math.max(0, ...STAGES.map((s) => t.stages_ms[s.key] ?? 0)));
   const scaleMs = niceCeiling(Math.max(0, ...totals));
-  const plotHeight = height - bottom;
-  const y = (ms) => plotHeight - (Math.min(ms, scaleMs) / scaleMs) * plotHeight;
+  const plotHeight = height - bottom - top;
+  const y = (ms) => top + plotHeight - (Math.min(ms, scaleMs) / scaleMs) * plotHeight;
   const slot = (width - axisWidth) / maxTurns;
   const bars = shown.map((t, i) => {
     let previous = 0;

@@ -19,9 +19,10 @@ class PlaybackProcessor extends AudioWorkletProcessor {
   }
 
   command(data) {
-    if (data.type === "push") this.queue.push(data.samples, data.timestamp);
-    else if (data.type === "end") this.queue.end();
-    else if (data.type === "flush") {
+    if (data.type === "push") {
+      this.queue.push(data.samples, data.timestamp);
+      if (data.last) this.queue.end(); // the reply's tail plays out without waiting for the margin
+    } else if (data.type === "flush") {
       const discarded = this.queue.flush();
       this.port.postMessage({ type: "flushed", id: data.id, discarded, ...this.counters() });
     }

@@ -24,11 +24,11 @@ export class Speaker {
   constructor(context, node, codec, onReport, onError) {
     Object.assign(this, { context, node, codec, onError });
     this.rateHz = context.sampleRate;
-    this.framesReceived = 0;
     this.samplesDecoded = 0;
     this.receivedEndSamples = 0; // stream position just after the last frame received
     this.dropBeforeSamples = 0; // decoder output older than this belongs to a flushed reply
     this.flushRequests = 0;
+    this.segmentEnds = new Set(); // timestamps of SEGMENT_END frames still being decoded
     node.port.onmessage = ({ data }) => onReport(data);
     if (codec === "opus") this.decoder = this.makeDecoder();
   }
@@ -42,29 +42,25 @@ export class Speaker {
     return decoder;
   }
 
-  /** One AUDIO frame from the server. */
+  /** One AUDIO frame from the server; `segmentEnd` marks the last frame of a reply. */
   push(payload, timestampSamples, { segmentEnd = false } = {}) {
-    this.framesReceived += 1;
     if (this.codec === "pcm16") {
       const samples = pcm16ToFloat(payload);
       this.receivedEndSamples = timestampSamples + samples.length;
-      this.play(samples, timestampSamples);
-    } else {
-      this.receivedEndSamples = timestampSamples + Math.round(this.rateHz / 50);
-      if (this.decoder.state === "closed") this.decoder = this.makeDecoder(); // after a decode error
-      this.decoder.decode(new EncodedAudioChunk({
-        type: "key", timestamp: Math.round((timestampSamples * 1e6) / this.rateHz), data: payload,
-      }));
+      this.play(samples, timestampSamples, segmentEnd);
+      return;
     }
-    if (segmentEnd) {
-      // Decoding is asynchronous: mark the end after the last frame's samples are queued.
-      if (this.decoder) this.decoder.flush().then(() => this.node.port.postMessage({ type: "end" }), () => {});
-      else this.node.port.postMessage({ type: "end" });
-    }
+    this.receivedEndSamples = timestampSamples + Math.round(this.rateHz / 50);
+    if (segmentEnd) this.segmentEnds.add(timestampSamples); // decoding is asynchronous: remember it
+    if (this.decoder.state === "closed") this.decoder = this.makeDecoder(); // after a decode error
+    this.decoder.decode(new EncodedAudioChunk({
+      type: "key", timestamp: Math.round((timestampSamples * 1e6) / this.rateHz), data: payload,
+    }));
   }
 
   decoded(audio) {
     const timestamp = Math.round((audio.timestamp * this.rateHz) / 1e6);
+    const last = this.segmentEnds.delete(timestamp);
     if (timestamp < this.dropBeforeSamples) {
       audio.close();
       return;
@@ -72,18 +68,19 @@ export class Speaker {
     const samples = new Float32Array(audio.numberOfFrames);
     audio.copyTo(samples, { planeIndex: 0, format: "f32-planar" });
     audio.close();
-    this.play(samples, timestamp);
+    this.play(samples, timestamp, last);
   }
 
-  play(samples, timestamp) {
+  play(samples, timestamp, last) {
     this.samplesDecoded += samples.length;
-    this.node.port.postMessage({ type: "push", samples, timestamp }, [samples.buffer]);
+    this.node.port.postMessage({ type: "push", samples, timestamp, last }, [samples.buffer]);
   }
 
   /** Barge-in: stop the voice now. The worklet answers with a "flushed" report. */
   flush() {
     this.flushRequests += 1;
     this.dropBeforeSamples = this.receivedEndSamples;
+    this.segmentEnds.clear();
     this.node.port.postMessage({ type: "flush", id: this.flushRequests });
   }
 

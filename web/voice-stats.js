@@ -1,5 +1,6 @@
 // Counters a test (or a curious person in the console) reads from `window.voiceStats`.
-// One plain object, reset per connection; the modules that own a number update it.
+// One plain object for the page's life (per-session fields are overwritten at each READY);
+// app.js updates it from the session, the speaker and the playback worklet's reports.
 
 export function createVoiceStats() {
   return {
@@ -12,6 +13,7 @@ export function createVoiceStats() {
     samplesPlayed: 0, // by the playback worklet, real samples only (not silence)
     bufferedSamples: 0,
     underruns: 0,
+    playbackStarts: [], // performance.now() whenever the agent's voice starts to be heard
     flushes: 0, // flushes the playback worklet confirmed
     flushLatenciesMs: [], // interrupted EVENT received -> worklet confirmed the flush
     discardedSamples: 0, // dropped by flushes

@@ -200,6 +200,9 @@ class Listener:
         utterance = self._utterance
         if utterance is None or not utterance.transcriber.partial_due():
             return
+        backlog = getattr(self._asr, "backlog", None)
+        if backlog is not None and backlog() > 0:
+            return  # shed load: the engine is behind, partials are best effort and finals come first
         task = asyncio.create_task(utterance.transcriber.partial())  # books the request right now
         utterance.partial_tasks.add(task)
         task.add_done_callback(lambda t: self._publish_partial(utterance, t))

@@ -11,7 +11,6 @@ hypothesis, so `stable_text` is always a prefix of `text`.
 from __future__ import annotations
 
 import asyncio
-
 import logging
 import re
 from collections.abc import Coroutine, Hashable

@@ -88,9 +88,11 @@ class WhisperEngine:
         beam_size: int = 1,
         language: str | None = "en",
         window_ms: float = 5.0,
-        max_batch: int = 8,
+        max_batch: int | None = None,
         target_latency_ms: float | None = None,
     ) -> None:
+        """`max_batch` None: 1 on CPU, where a batch of n costs about n single decodes (measured:
+        418, 672, 1479 ms for 1, 2, 4) and only delays the urgent finals; 8 on CUDA."""
         model_dir = check_model_dir(model_dir)
         if device == "auto":
             device, compute_type = resolve_device(device, cuda_available())
@@ -101,6 +103,8 @@ class WhisperEngine:
         self.beam_size = beam_size
         self._tokenizers: dict[str, Tokenizer] = {}
         self._suppress = list(get_suppressed_tokens(self._tokenizer(self.language or "en"), [-1]))
+        if max_batch is None:
+            max_batch = 8 if device == "cuda" else 1
         self._batcher: AdaptiveBatcher[np.ndarray, AsrResult] = AdaptiveBatcher(
             self._run_batch, name="whisper", window_ms=window_ms, max_batch=max_batch,
             target_latency_ms=target_latency_ms)
@@ -122,6 +126,10 @@ class WhisperEngine:
             for i, p in enumerate(pieces)
         ))
         return results[0] if len(results) == 1 else _join(results)
+
+    def backlog(self) -> int:
+        """Decodes waiting for the worker (the running one not counted)."""
+        return self._batcher.queued
 
     def stats(self) -> BatcherStats:
         return self._batcher.stats()

@@ -1,0 +1,220 @@
+"""The SIP gateway: the UA's calls, each with its RTP media and its voice-server session.
+
+Call setup: INVITE -> bind an RTP port -> SDP answer -> open the server session (HELLO/READY) ->
+200 OK. A server that cannot be reached gets the caller a 503, not a silent call. Teardown from
+any side ends all three: the phone's BYE or CANCEL, the server ending its session (we send BYE),
+no RTP for `rtp_timeout_s` (we send BYE), the gateway stopping (BYE to every call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from voice.client import ClientError
+from voice.gateways.sip.bridge import BridgeSettings, CallBridge
+from voice.gateways.sip.call import CallMedia
+from voice.gateways.sip.dialog import Dialog
+from voice.gateways.sip.register import Registration, RegistrationSettings
+from voice.gateways.sip.sdp import SdpError, SessionDescription, accept_answer, answer_offer, build_offer
+from voice.gateways.sip.ua import InviteResult, SipUserAgent, UaSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GatewaySettings:
+    ua: UaSettings = field(default_factory=UaSettings)
+    bridge: BridgeSettings = field(default_factory=BridgeSettings)
+    rtp_ports: range = range(40000, 40101)
+    rtp_timeout_s: float = 30.0
+    max_calls: int = 50
+    event_log: Path | None = None
+    registration: RegistrationSettings | None = None
+
+
+@dataclass
+class ActiveCall:
+    dialog: Dialog
+    media: CallMedia
+    bridge: CallBridge
+    invite_at_s: float
+    answered_at_s: float = 0.0
+    ended: bool = False
+    task: asyncio.Task | None = None
+
+
+class EventLog:
+    """One JSON object per line: what happened in each call (transcripts, agent text, stats)."""
+
+    def __init__(self, path: Path | None):
+        self._file: TextIO | None = open(path, "a", buffering=1) if path else None  # noqa: SIM115
+
+    def write(self, call_id: str, event: dict[str, Any]) -> None:
+        log.info("call event", extra={"call_id": call_id, "event": event.get("type"),
+                                      "text": event.get("text", "")})
+        if self._file is not None:
+            self._file.write(json.dumps({"call_id": call_id, "t": round(time.time(), 3), **event}) + "\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class SipGateway:
+    """Implements the UA's CallHandler; `start()`, then `stop()` on shutdown."""
+
+    def __init__(self, settings: GatewaySettings):
+        self.settings = settings
+        self.ua = SipUserAgent(settings.ua, self)
+        self.calls: dict[tuple[str, str, str], ActiveCall] = {}
+        self.events = EventLog(settings.event_log)
+        self.registration = Registration(self.ua, settings.registration) if settings.registration else None
+        self._background: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        await self.ua.start()
+        if self.registration is not None:
+            self._spawn(self.registration.run())
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(self._hang_up(call, "gateway stopping") for call in list(self.calls.values())),
+                             return_exceptions=True)
+        if self.registration is not None:
+            try:
+                await asyncio.wait_for(self.registration.unregister(), 5)
+            except (TimeoutError, OSError) as e:
+                log.warning("unregister failed", extra={"error": str(e)})
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.ua.close()
+        self.events.close()
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # ------------------------------------------------------------------ CallHandler
+
+    async def on_invite(self, dialog: Dialog, offer: SessionDescription | None) -> InviteResult:
+        t0 = time.monotonic()
+        if len(self.calls) >= self.settings.max_calls:
+            return InviteResult(486, "Busy Here")
+        bridge = CallBridge(self.settings.bridge, dialog.info,
+                            lambda event: self.events.write(dialog.call_id, event))
+        rate = self.settings.bridge.rate_hz
+        media = CallMedia(bridge.audio_from_phone, bridge.dtmf, server_in_hz=rate, server_out_hz=rate,
+                          rtp_timeout_s=self.settings.rtp_timeout_s)
+        host = self.settings.ua.advertised_host
+        try:
+            await media.open(self.settings.ua.host, self.settings.rtp_ports)
+        except OSError as e:
+            log.warning("no RTP port", extra={"error": str(e)})
+            return InviteResult(503, "Service Unavailable (no RTP port)")
+        dialog.sdp_version = 1
+        try:
+            if offer is not None:
+                negotiated, sdp = answer_offer(offer, local_host=host, local_port=media.port,
+                                               session_id=dialog.session_id, version=dialog.sdp_version)
+                media.apply(negotiated)
+            else:  # delayed offer: ours goes in the 200, the answer comes in the ACK
+                sdp = build_offer(local_host=host, local_port=media.port, session_id=dialog.session_id,
+                                  version=dialog.sdp_version)
+        except SdpError as e:
+            await media.close()
+            return InviteResult(488, f"Not Acceptable Here ({str(e)[:40]})")
+        try:
+            await bridge.connect()
+        except (ClientError, OSError, TimeoutError) as e:
+            log.warning("voice server unavailable", extra={"error": str(e), "call_id": dialog.call_id})
+            await media.close()
+            await bridge.close()
+            return InviteResult(503, "Service Unavailable (voice server)")
+        bridge.attach(media)
+        call = ActiveCall(dialog, media, bridge, t0, answered_at_s=time.monotonic())
+        media.on_timeout = lambda: self._spawn(self._hang_up(call, "rtp timeout"))
+        self.calls[dialog.key] = call
+        if offer is not None:
+            media.start()
+        call.task = self._spawn(self._run(call))
+        self.events.write(dialog.call_id, {"type": "call_started", **dialog.info,
+                                           "codec": media.negotiated.codec if media.negotiated else None,
+                                           "setup_ms": round((call.answered_at_s - t0) * 1000, 1)})
+        return InviteResult(200, "OK", sdp)
+
+    def on_confirmed(self, dialog: Dialog, answer: SessionDescription | None) -> None:
+        call = self.calls.get(dialog.key)
+        if call is None or answer is None or call.media.negotiated is not None:
+            return
+        try:
+            call.media.apply(accept_answer(answer))
+            call.media.start()
+        except SdpError as e:
+            log.warning("unusable answer in ACK", extra={"error": str(e)})
+            self._spawn(self._hang_up(call, "bad answer in ACK"))
+
+    async def on_reoffer(self, dialog: Dialog, offer: SessionDescription | None) -> str:
+        call = self.calls.get(dialog.key)
+        if call is None:
+            raise SdpError("call is gone")
+        dialog.sdp_version += 1
+        host = self.settings.ua.advertised_host
+        if offer is None:
+            call.media.negotiated = None  # the answer in the ACK decides again
+            return build_offer(local_host=host, local_port=call.media.port, session_id=dialog.session_id,
+                               version=dialog.sdp_version)
+        negotiated, sdp = answer_offer(offer, local_host=host, local_port=call.media.port,
+                                       session_id=dialog.session_id, version=dialog.sdp_version)
+        call.media.apply(negotiated)
+        self.events.write(dialog.call_id, {"type": "reinvite", "direction": negotiated.direction})
+        return sdp
+
+    def on_ended(self, dialog: Dialog, reason: str) -> None:
+        call = self.calls.get(dialog.key)
+        if call is not None:
+            self._spawn(self._finish(call, reason))
+
+    def on_dtmf(self, dialog: Dialog, digit: str) -> None:
+        call = self.calls.get(dialog.key)
+        if call is not None:
+            call.bridge.dtmf(digit)
+
+    # ------------------------------------------------------------------ ending
+
+    async def _run(self, call: ActiveCall) -> None:
+        reason = await call.bridge.run()
+        if not call.ended:  # the server left first: tell the phone
+            await self._hang_up(call, reason)
+
+    async def _hang_up(self, call: ActiveCall, reason: str) -> None:
+        if call.ended:
+            return
+        await self._finish(call, reason)
+        response = await self.ua.hangup(call.dialog)
+        log.info("sent BYE", extra={"call_id": call.dialog.call_id,
+                                    "status": response.status if response else "timeout"})
+
+    async def _finish(self, call: ActiveCall, reason: str) -> None:
+        if call.ended:
+            return
+        call.ended = True
+        self.calls.pop(call.dialog.key, None)
+        media = call.media
+        await media.close()
+        await call.bridge.close()
+        jb = media.jitter.stats
+        self.events.write(call.dialog.call_id, {
+            "type": "call_ended", "reason": reason, "duration_s": round(time.monotonic() - call.answered_at_s, 2),
+            "rtp_in": media.stats.packets_in, "rtp_out": media.stats.packets_out,
+            "lost_frames": jb.lost_frames, "late": jb.late, "underruns": jb.underruns,
+            "jitter_ms": round(media.jitter.jitter_ms, 2), "pacer_skipped": media.pacer.skipped,
+            "pacer_max_late_ms": round(media.pacer.max_late_s * 1000, 2), "dtmf": media.stats.dtmf_digits,
+            "agent_text": " ".join(call.bridge.agent_texts)})

@@ -1,0 +1,457 @@
+"""The SIP user agent over UDP (RFC 3261): answers calls, keeps dialogs, hangs up, never crashes.
+
+It is a UAS for INVITE (100 Trying at once, then the handler's answer; the 2xx is retransmitted
+from T1 doubling to T2 until the ACK comes, and after 64*T1 without one the call is hung up),
+ACK, BYE, CANCEL (200, then 487 for the INVITE), OPTIONS, INFO (DTMF) and re-INVITE (with or
+without an offer). It is a UAC for BYE and REGISTER (`request()` retransmits until a final
+response). Malformed requests get 400 when they say where to send it, known methods we do not
+serve 405, unknown ones 501. Media and the voice server are the handler's business (gateway.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from voice import __version__
+from voice.gateways.sip.dialog import Dialog
+from voice.gateways.sip.dtmf import parse_info_body
+from voice.gateways.sip.message import (
+    SipMessage,
+    SipParseError,
+    build_response,
+    header_params,
+    new_tag,
+    parse_message,
+    parse_via,
+    split_commas,
+)
+from voice.gateways.sip.sdp import SdpError, SessionDescription, parse_sdp
+
+log = logging.getLogger(__name__)
+
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
+# Standard methods we understand but do not serve: 405 (RFC 3261 §8.2.1); anything else is 501.
+KNOWN_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "REFER", "PRACK", "UPDATE", "PUBLISH"})
+TRANSACTION_LINGER_S = 32.0  # 64*T1: how long a finished transaction still absorbs retransmissions
+
+
+@dataclass
+class UaSettings:
+    host: str = "127.0.0.1"          # address the SIP socket binds
+    port: int = 5080
+    public_host: str | None = None   # address written into Contact/Via/SDP; defaults to host
+    user: str = "agent"
+    t1_s: float = 0.5
+    t2_s: float = 4.0
+
+    @property
+    def advertised_host(self) -> str:
+        return self.public_host or self.host
+
+
+@dataclass
+class InviteResult:
+    """The handler's answer to an INVITE: a status, and the SDP body for a 2xx."""
+
+    status: int
+    reason: str
+    sdp: str | None = None
+
+
+class CallHandler(Protocol):
+    async def on_invite(self, dialog: Dialog, offer: SessionDescription | None) -> InviteResult: ...
+    def on_confirmed(self, dialog: Dialog, answer: SessionDescription | None) -> None: ...
+    async def on_reoffer(self, dialog: Dialog, offer: SessionDescription | None) -> str: ...
+    def on_ended(self, dialog: Dialog, reason: str) -> None: ...
+    def on_dtmf(self, dialog: Dialog, digit: str) -> None: ...
+
+
+class _InviteTransaction:
+    """One INVITE server transaction: the last response sent, and whether its ACK came."""
+
+    def __init__(self, request: SipMessage, source: tuple[str, int], dialog: Dialog):
+        self.request, self.source, self.dialog = request, source, dialog
+        self.last: bytes | None = None
+        self.final_status = 0
+        self.cancelled = False
+        self.acked = asyncio.Event()
+
+
+class SipUserAgent(asyncio.DatagramProtocol):
+    """See the module docstring. `start()` binds the socket; `close()` releases it."""
+
+    def __init__(self, settings: UaSettings, handler: CallHandler):
+        self.settings = settings
+        self.handler = handler
+        self.transport: asyncio.DatagramTransport | None = None
+        self.dialogs: dict[tuple[str, str, str], Dialog] = {}
+        self._invites: dict[str, _InviteTransaction] = {}              # INVITE branch -> transaction
+        self._pending_2xx: dict[tuple[str, str, str], _InviteTransaction] = {}
+        self._responses: dict[tuple[str, str], tuple[bytes, float]] = {}  # non-INVITE cache
+        self._clients: dict[str, asyncio.Future[SipMessage]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.stats = {"received": 0, "malformed": 0, "retransmissions_absorbed": 0}
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.create_datagram_endpoint(
+            lambda: self, local_addr=(self.settings.host, self.settings.port))
+        self.settings.port = self.transport.get_extra_info("sockname")[1]  # port 0 picks a free one
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.transport is not None:
+            self.transport.close()
+
+    @property
+    def contact(self) -> str:
+        return f"<sip:{self.settings.user}@{self.settings.advertised_host}:{self.settings.port}>"
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ receiving
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.stats["received"] += 1
+        try:
+            self._receive(data, addr[:2])
+        except Exception:  # one bad datagram must never stop the agent
+            log.exception("SIP message handling failed", extra={"source": f"{addr[0]}:{addr[1]}"})
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("SIP socket error: %s", exc)
+
+    def _receive(self, data: bytes, source: tuple[str, int]) -> None:
+        if not data.strip(b"\r\n"):
+            return  # CRLF keep-alive (RFC 5626)
+        try:
+            msg = parse_message(data)
+        except SipParseError as e:
+            self.stats["malformed"] += 1
+            log.info("malformed SIP message", extra={"reason": e.reason, "source": f"{source[0]}:{source[1]}"})
+            partial = e.partial
+            if partial is not None and partial.is_request and partial.method != "ACK" and _can_answer(partial):
+                self._stamp_via(partial, source)
+                self._send_response(partial, source, 400, f"Bad Request ({e.reason[:60]})")
+            return
+        if not msg.is_request:
+            self._on_response(msg)
+            return
+        self._stamp_via(msg, source)
+        method = msg.method
+        assert method is not None
+        if method not in ("INVITE", "ACK", "CANCEL") and self._absorb_retransmission(msg, source):
+            return
+        handler = {"INVITE": self._on_invite, "ACK": self._on_ack, "CANCEL": self._on_cancel, "BYE": self._on_bye,
+                   "OPTIONS": self._on_options, "INFO": self._on_info}.get(method)
+        if handler is not None:
+            handler(msg, source)
+        elif method in KNOWN_METHODS:
+            self._send_response(msg, source, 405, "Method Not Allowed", headers=[("Allow", ALLOW)])
+        else:
+            self._send_response(msg, source, 501, "Not Implemented", headers=[("Allow", ALLOW)])
+
+    def _stamp_via(self, msg: SipMessage, source: tuple[str, int]) -> None:
+        """RFC 3261 §18.2.1 and RFC 3581: note where the request really came from in its top Via."""
+        for i, (name, value) in enumerate(msg.headers):
+            if name != "Via":
+                continue
+            entries = split_commas(value)
+            try:
+                via = parse_via(entries[0])
+            except (SipParseError, IndexError):
+                return
+            sent_by, *params = entries[0].split(";")
+            params = [p for p in params if p.strip().lower().partition("=")[0] != "received"]
+            if "rport" in via.params:
+                params = [f"rport={source[1]}" if p.strip().lower() == "rport" else p for p in params]
+            if via.host != source[0] or "rport" in via.params:
+                params.append(f"received={source[0]}")
+            entries[0] = ";".join([sent_by, *params])
+            msg.headers[i] = (name, ", ".join(entries))
+            return
+
+    def _absorb_retransmission(self, msg: SipMessage, source: tuple[str, int]) -> bool:
+        cached = self._responses.get((msg.branch, msg.method or ""))
+        if cached is None:
+            return False
+        self.stats["retransmissions_absorbed"] += 1
+        self._send_raw(cached[0], self._response_address(msg, source))
+        return True
+
+    # ------------------------------------------------------------------ sending
+
+    def _send_raw(self, data: bytes, address: tuple[str, int]) -> None:
+        if self.transport is not None:
+            self.transport.sendto(data, address)
+
+    def _response_address(self, request: SipMessage, source: tuple[str, int]) -> tuple[str, int]:
+        """RFC 3261 §18.2.2 / RFC 3581: the source address when rport or received says so."""
+        try:
+            via = parse_via(request.get("Via") or "")
+        except SipParseError:
+            return source
+        if "rport" in via.params or via.host != source[0]:
+            return source[0], (source[1] if "rport" in via.params else via.port or 5060)
+        return via.host, via.port or 5060
+
+    def _send_response(self, request: SipMessage, source: tuple[str, int], status: int, reason: str, *,
+                       to_tag: str | None = None, headers: list[tuple[str, str]] | None = None,
+                       body: bytes = b"") -> bytes:
+        extra = [("Server", f"voice-sip/{__version__}"), *(headers or [])]
+        if body:
+            extra.append(("Content-Type", "application/sdp"))
+        # RFC 3261 §8.2.6.2: a UAS adds a To tag to every response but 100 to a request that had none
+        tag = None if "tag" in header_params(request.get("To") or "") else (to_tag or new_tag())
+        data = build_response(request, status, reason, to_tag=tag, headers=extra, body=body).to_bytes()
+        self._send_raw(data, self._response_address(request, source))
+        if request.method not in ("INVITE", "ACK") and status >= 200:
+            now = time.monotonic()
+            self._responses = {k: v for k, v in self._responses.items() if v[1] > now}
+            self._responses[(request.branch, request.method or "")] = (data, now + TRANSACTION_LINGER_S)
+        return data
+
+    async def request(self, msg: SipMessage, destination: tuple[str, int]) -> SipMessage | None:
+        """Send a non-INVITE request as a client transaction (RFC 3261 §17.1.2): retransmit from T1
+        doubling to T2 until a final response; None after 64*T1 without one."""
+        loop = asyncio.get_running_loop()
+        host, port = destination
+        with contextlib.suppress(OSError):  # a host name: resolve it without blocking the loop
+            host = (await loop.getaddrinfo(host, port, type=2))[0][4][0]
+        future: asyncio.Future[SipMessage] = loop.create_future()
+        self._clients[msg.branch] = future
+        data, interval = msg.to_bytes(), self.settings.t1_s
+        deadline = loop.time() + 64 * self.settings.t1_s
+        try:
+            while loop.time() < deadline:
+                self._send_raw(data, (host, port))
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(asyncio.shield(future), min(interval, deadline - loop.time()))
+                interval = min(interval * 2, self.settings.t2_s)
+            return None
+        finally:
+            self._clients.pop(msg.branch, None)
+
+    def _on_response(self, msg: SipMessage) -> None:
+        future = self._clients.get(msg.branch)
+        if future is not None and not future.done() and (msg.status or 0) >= 200:
+            future.set_result(msg)
+
+    # ------------------------------------------------------------------ INVITE, ACK, CANCEL
+
+    def _on_invite(self, msg: SipMessage, source: tuple[str, int]) -> None:
+        tx = self._invites.get(msg.branch)
+        if tx is not None:  # a retransmission: repeat what we last said
+            self.stats["retransmissions_absorbed"] += 1
+            if tx.last:
+                self._send_raw(tx.last, self._response_address(msg, source))
+            return
+        if msg.get("Require"):
+            self._send_response(msg, source, 420, "Bad Extension", headers=[("Unsupported", msg.get("Require") or "")])
+            return
+        try:
+            offer = parse_sdp(msg.body.decode("utf-8", "replace")) if msg.body else None
+        except SdpError as e:
+            self._send_response(msg, source, 400, f"Bad Request (SDP: {str(e)[:50]})")
+            return
+        to_tag = header_params(msg.get("To") or "").get("tag")
+        if to_tag:
+            self._on_reinvite(msg, source, to_tag, offer)
+            return
+        dialog = Dialog.from_invite(msg, new_tag(), source, secrets.randbelow(2**31))
+        tx = _InviteTransaction(msg, source, dialog)
+        self._invites[msg.branch] = tx
+        tx.last = self._send_response(msg, source, 100, "Trying")
+        self._spawn(self._answer(tx, offer))
+
+    async def _answer(self, tx: _InviteTransaction, offer: SessionDescription | None) -> None:
+        dialog = tx.dialog
+        try:
+            result = await self.handler.on_invite(dialog, offer)
+        except Exception:
+            log.exception("call setup failed", extra={"call_id": dialog.call_id})
+            result = InviteResult(500, "Server Internal Error")
+        if tx.cancelled:  # CANCEL won the race; 487 has been sent already
+            self.handler.on_ended(dialog, "cancelled")
+            return
+        ok = 200 <= result.status < 300
+        headers = [("Contact", self.contact), ("Allow", ALLOW), ("Supported", "")] if ok else []
+        body = (result.sdp or "").encode() if ok else b""
+        tx.final_status = result.status
+        tx.last = self._send_response(tx.request, tx.source, result.status, result.reason, to_tag=dialog.local_tag,
+                                      headers=headers, body=body)
+        if ok:
+            self.dialogs[dialog.key] = dialog
+            self._pending_2xx[dialog.key] = tx
+        acked = await self._retransmit_until_ack(tx)
+        if ok and not acked and dialog.state != "terminated":
+            log.warning("no ACK for 2xx; hanging up", extra={"call_id": dialog.call_id})
+            self.handler.on_ended(dialog, "no ACK")
+            await self.hangup(dialog)
+
+    async def _retransmit_until_ack(self, tx: _InviteTransaction) -> bool:
+        """Timer G / 13.3.1.4: resend the final response until ACK; False after 64*T1."""
+        interval, waited = self.settings.t1_s, 0.0
+        try:
+            while waited < 64 * self.settings.t1_s:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(tx.acked.wait(), interval)
+                    return True
+                if tx.dialog.state == "terminated":
+                    return False
+                waited += interval
+                interval = min(interval * 2, self.settings.t2_s)
+                if tx.last:
+                    self._send_raw(tx.last, self._response_address(tx.request, tx.source))
+            return False
+        finally:
+            self._pending_2xx.pop(tx.dialog.key, None)
+            loop = asyncio.get_running_loop()
+            loop.call_later(TRANSACTION_LINGER_S, self._invites.pop, tx.request.branch, None)
+
+    def _on_ack(self, msg: SipMessage, source: tuple[str, int]) -> None:
+        tx = self._invites.get(msg.branch)
+        if tx is not None and tx.final_status >= 300:  # ACK for a non-2xx: same branch, hop by hop
+            tx.acked.set()
+            return
+        dialog = self._find_dialog(msg)
+        if dialog is None:
+            return  # a stray ACK gets no response, ever
+        pending = self._pending_2xx.get(dialog.key)
+        if pending is None or msg.cseq[0] != pending.request.cseq[0]:
+            return
+        pending.acked.set()
+        dialog.state = "confirmed" if dialog.state != "terminated" else dialog.state
+        answer = None
+        if msg.body:
+            with contextlib.suppress(SdpError):
+                answer = parse_sdp(msg.body.decode("utf-8", "replace"))
+        self.handler.on_confirmed(dialog, answer)
+
+    def _on_cancel(self, msg: SipMessage, source: tuple[str, int]) -> None:
+        tx = self._invites.get(msg.branch)
+        if tx is None:
+            self._send_response(msg, source, 481, "Call/Transaction Does Not Exist")
+            return
+        self._send_response(msg, source, 200, "OK", to_tag=tx.dialog.local_tag)
+        if tx.final_status or tx.cancelled:
+            return  # already answered: CANCEL has no effect (RFC 3261 §9.2)
+        tx.cancelled = True
+        tx.final_status = 487
+        tx.dialog.state = "terminated"
+        tx.last = self._send_response(tx.request, tx.source, 487, "Request Terminated", to_tag=tx.dialog.local_tag)
+        self._spawn(self._retransmit_until_ack(tx))
+
+    # ------------------------------------------------------------------ in-dialog requests
+
+    def _find_dialog(self, msg: SipMessage) -> Dialog | None:
+        local = header_params(msg.get("To") or "").get("tag", "")
+        remote = header_params(msg.get("From") or "").get("tag", "")
+        return self.dialogs.get((msg.call_id, local, remote))
+
+    def _in_dialog(self, msg: SipMessage, source: tuple[str, int]) -> Dialog | None:
+        """The request's dialog after the CSeq check (RFC 3261 §12.2.2), or None when answered."""
+        dialog = self._find_dialog(msg)
+        if dialog is None:
+            self._send_response(msg, source, 481, "Call/Transaction Does Not Exist")
+            return None
+        cseq = msg.cseq[0]
+        if cseq <= dialog.remote_cseq:
+            self._send_response(msg, source, 500, "Server Internal Error (CSeq out of order)")
+            return None
+        dialog.remote_cseq = cseq
+        return dialog
+
+    def _on_bye(self, msg: SipMessage, source: tuple[str, int]) -> None:
+        dialog = self._in_dialog(msg, source)
+        if dialog is None:
+            return
+        self._send_response(msg, source, 200, "OK")
+        self._end(dialog, "bye")
+
+    def _on_options(self, msg: SipMessage, source: tuple[str, int]) -> None:
+        self._send_response(msg, source, 200, "OK", headers=[
+            ("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", ""), ("Contact", self.contact)])
+
+    def _on_info(self, msg: SipMessage, source: tuple[str, int]) -> None:
+        dialog = self._in_dialog(msg, source)
+        if dialog is None:
+            return
+        digit = parse_info_body(msg.get("Content-Type") or "", msg.body)
+        self._send_response(msg, source, 200, "OK")
+        if digit:
+            self.handler.on_dtmf(dialog, digit)
+
+    def _on_reinvite(self, msg: SipMessage, source: tuple[str, int], to_tag: str,
+                     offer: SessionDescription | None) -> None:
+        if self._find_dialog(msg) is None:
+            self._send_response(msg, source, 481, "Call/Transaction Does Not Exist")
+            return
+        pending = self._pending_2xx.get(self._find_dialog(msg).key)  # type: ignore[union-attr]
+        if pending is not None:  # RFC 3261 §14.2: an INVITE of ours is still unacknowledged
+            self._send_response(msg, source, 500, "Server Internal Error", headers=[("Retry-After", "1")])
+            return
+        dialog = self._in_dialog(msg, source)
+        if dialog is None:
+            return
+        tx = _InviteTransaction(msg, source, dialog)
+        self._invites[msg.branch] = tx
+        self._spawn(self._answer_reoffer(tx, offer))
+
+    async def _answer_reoffer(self, tx: _InviteTransaction, offer: SessionDescription | None) -> None:
+        dialog = tx.dialog
+        try:
+            sdp = await self.handler.on_reoffer(dialog, offer)
+            status, reason, body = 200, "OK", sdp.encode()
+        except SdpError as e:
+            status, reason, body = 488, f"Not Acceptable Here ({str(e)[:40]})", b""
+        tx.final_status = status
+        headers = [("Contact", self.contact), ("Allow", ALLOW)] if status == 200 else []
+        tx.last = self._send_response(tx.request, tx.source, status, reason, to_tag=dialog.local_tag,
+                                      headers=headers, body=body)
+        if status == 200:
+            self._pending_2xx[dialog.key] = tx
+        await self._retransmit_until_ack(tx)
+
+    # ------------------------------------------------------------------ ending calls
+
+    def _end(self, dialog: Dialog, reason: str) -> None:
+        if dialog.state == "terminated":
+            return
+        dialog.state = "terminated"
+        self.dialogs.pop(dialog.key, None)
+        pending = self._pending_2xx.pop(dialog.key, None)
+        if pending is not None:
+            pending.acked.set()
+        self.handler.on_ended(dialog, reason)
+
+    async def hangup(self, dialog: Dialog) -> SipMessage | None:
+        """Send BYE (after the 2xx's ACK, or its timeout: RFC 3261 §15); returns the final response."""
+        pending = self._pending_2xx.get(dialog.key)
+        if pending is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pending.acked.wait(), 64 * self.settings.t1_s)
+        dialog.state = "terminated"
+        self.dialogs.pop(dialog.key, None)
+        bye = dialog.build_request("BYE", self.settings.advertised_host, self.settings.port, self.contact)
+        return await self.request(bye, dialog.next_destination())
+
+
+def _can_answer(msg: SipMessage) -> bool:
+    """A 400 needs somewhere to go and the headers a response copies."""
+    try:
+        parse_via(msg.get("Via") or "")
+    except SipParseError:
+        return False
+    return all(msg.get(name) for name in ("From", "To", "Call-ID", "CSeq"))

@@ -1,0 +1,105 @@
+// The dialogue as chat bubbles: the user's live partial transcript turning into its final text,
+// the agent's reply streaming in, and where a reply was cut off by a barge-in. DOM only; the
+// app decides what happened, this decides how it looks.
+
+export class ConversationView {
+  /** @param {HTMLElement} list an element with role="log" */
+  constructor(list, emptyHint) {
+    this.list = list;
+    this.emptyHint = emptyHint;
+    this.userBubbles = new Map(); // utterance -> bubble
+    this.agentBubbles = new Map(); // turn -> bubble
+  }
+
+  clear() {
+    this.list.replaceChildren();
+    this.userBubbles.clear();
+    this.agentBubbles.clear();
+    if (this.emptyHint) this.emptyHint.hidden = false;
+  }
+
+  bubble(who, label) {
+    if (this.emptyHint) this.emptyHint.hidden = true;
+    const item = document.createElement("li");
+    item.className = `bubble ${who}`;
+    const name = document.createElement("span");
+    name.className = "who";
+    name.textContent = label;
+    const text = document.createElement("p");
+    text.className = "text";
+    item.append(name, text);
+    this.list.append(item);
+    this.scroll();
+    return item;
+  }
+
+  scroll() {
+    this.list.scrollTop = this.list.scrollHeight;
+  }
+
+  userBubble(utterance) {
+    let item = this.userBubbles.get(utterance);
+    if (!item) {
+      item = this.bubble("user", "You");
+      this.userBubbles.set(utterance, item);
+    }
+    return item;
+  }
+
+  /** Live hypothesis: the stable prefix normal, the rest dimmed (it may still change). */
+  partial(utterance, text, stableText = "") {
+    const item = this.userBubble(utterance);
+    item.classList.add("live");
+    const p = item.querySelector(".text");
+    const stable = text.startsWith(stableText) ? stableText : "";
+    const rest = document.createElement("span");
+    rest.className = "unstable";
+    rest.textContent = text.slice(stable.length);
+    p.replaceChildren(stable, rest);
+    this.scroll();
+  }
+
+  final(utterance, text) {
+    const item = this.userBubble(utterance);
+    item.classList.remove("live");
+    if (!text.trim()) {
+      item.remove(); // noise the VAD took for speech: nothing to show
+      return;
+    }
+    item.querySelector(".text").textContent = text;
+    this.scroll();
+  }
+
+  typed(text) {
+    this.bubble("user", "You (typed)").querySelector(".text").textContent = text;
+  }
+
+  agentBubble(turn) {
+    let item = this.agentBubbles.get(turn);
+    if (!item) {
+      item = this.bubble("agent", "Agent");
+      this.agentBubbles.set(turn, item);
+    }
+    return item;
+  }
+
+  /** `final` false: a delta to append; true: the whole reply text. */
+  agentText(turn, text, final) {
+    const item = this.agentBubble(turn);
+    const p = item.querySelector(".text");
+    p.textContent = final ? text : p.textContent + text;
+    item.classList.toggle("live", !final);
+    this.scroll();
+  }
+
+  interrupted(turn, playedMs) {
+    const item = this.agentBubbles.get(turn);
+    if (!item) return;
+    item.classList.add("cut");
+    item.classList.remove("live");
+    const note = document.createElement("span");
+    note.className = "note";
+    note.textContent = `interrupted after ${(playedMs / 1000).toFixed(1)} s`;
+    item.append(note);
+  }
+}
