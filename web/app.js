@@ -7,11 +7,12 @@ import { ConversationView } from "./conversation-view.js";
 import { microphoneProblem, sessionProblem } from "./error-messages.js";
 import { Flags } from "./protocol.js";
 import { STAGES, formatMs, renderLatencyChart } from "./latency-chart.js";
+import { LevelMeter } from "./level-meter.js";
 import { MicEncoder, OPUS_RATE_HZ, pickCodec } from "./mic-encoder.js";
 import { Microphone } from "./microphone.js";
 import { VoiceSession } from "./session.js";
 import { Speaker } from "./speaker.js";
-import { TimelineView, brief } from "./timeline-view.js";
+import { TimelineView, brief, describeSlots } from "./timeline-view.js";
 import { createVoiceStats } from "./voice-stats.js";
 
 const RATE_HZ = OPUS_RATE_HZ; // capture, playback and both directions of the session
@@ -27,6 +28,7 @@ window.voiceStats = stats;
 const conversation = new ConversationView($("dialogue"), $("empty-hint"));
 const timeline = new TimelineView($("timeline"));
 const backoff = new Backoff();
+const levelMeter = new LevelMeter($("level"), [$("orb")]);
 
 let context = null; // AudioContext, created on the first Connect (a user gesture)
 let mic = null;
@@ -51,6 +53,7 @@ if (params.has("token")) {
   params.delete("token"); // keep the secret out of the address bar, history and screenshots
   history.replaceState(null, "", `${location.pathname}${params.size ? `?${params}` : ""}${location.hash}`);
 }
+renderLatencyChart($("chart"), []);
 const savedAgent = params.get("agent") ?? localStorage.getItem("voice.agent");
 for (const radio of document.querySelectorAll("input[name=agent]")) radio.checked ||= radio.value === savedAgent;
 
@@ -127,7 +130,7 @@ function onReady(ready) {
 // ------------------------------------------------------------------ audio out to the server
 
 function onMicBlock({ samples, peak, rms }) {
-  showLevel(muted ? 0 : rms, muted ? 0 : peak);
+  levelMeter.show(muted ? 0 : rms, muted ? 0 : peak);
   if (!encoder) return;
   if (muted) samples.fill(0); // keep the stream (and its clock) going: the server hears silence
   encoder.encode(samples);
@@ -209,7 +212,7 @@ function onEvent(event) {
       timeline.add(event.ok ? "result" : "error", `${event.ok ? "Result" : "Tool failed"} · ${event.id}`, brief(event.result));
       break;
     case "state_changed":
-      timeline.add("state", `State · ${event.state}`, brief(event.slots ?? {}));
+      timeline.add("state", `State · ${event.state}`, describeSlots(event.slots));
       break;
     case "turn_metrics":
       stats.turnMetrics.push(event);
@@ -244,7 +247,6 @@ function onClosed({ code, reason, opened, ready }) {
   endSession();
   if (!wanted) return;
   const problem = sessionProblem({ code: code === 1000 ? 1006 : code, reason, opened: opened && ready, url: $("server").value });
-  stats.errors.push(problem.message);
   if (ready) timeline.add("error", "Disconnected", problem.message);
   if (!problem.retry) {
     showProblem(problem.message);
@@ -254,6 +256,7 @@ function onClosed({ code, reason, opened, ready }) {
   const delayMs = backoff.next();
   showProblem(`${problem.message} Reconnecting in ${(delayMs / 1000).toFixed(1)} s (attempt ${backoff.attempt})…`, true);
   setStatus("connecting", "Reconnecting…");
+  setActivity("idle", "Waiting for the server…");
   retryTimer = setTimeout(retry, delayMs);
 }
 
@@ -305,7 +308,7 @@ function disconnect({ keepProblem = false } = {}) {
 function closeAudio() {
   mic?.close();
   mic = null;
-  showLevel(0, 0);
+  levelMeter.show(0, 0);
 }
 
 // ------------------------------------------------------------------ controls
@@ -356,6 +359,7 @@ function setControlsEnabled(on) {
 }
 
 function showProblem(message, canRetry = false) {
+  if (message) stats.errors.push(message);
   $("problem").hidden = !message;
   $("problem-text").textContent = message;
   $("retry-now").hidden = !canRetry;
@@ -363,21 +367,6 @@ function showProblem(message, canRetry = false) {
 
 function clearProblem() {
   showProblem("");
-}
-
-let levelShownAt = 0;
-function showLevel(rms, peak) {
-  // Speech sits around -30..-10 dBFS: a dB scale makes the meter move like a person expects.
-  const toUnit = (v) => Math.max(0, Math.min(1, (20 * Math.log10(v + 1e-9) + 60) / 60));
-  const meter = $("level");
-  meter.style.setProperty("--level", toUnit(rms).toFixed(3));
-  meter.style.setProperty("--peak", toUnit(peak).toFixed(3));
-  $("orb").style.setProperty("--level", toUnit(rms).toFixed(3));
-  const now = performance.now();
-  if (now - levelShownAt > 500) { // screen readers need no 50 Hz updates
-    levelShownAt = now;
-    meter.setAttribute("aria-valuenow", String(Math.round(toUnit(rms) * 100)));
-  }
 }
 
 function showLatency() {

@@ -57,7 +57,7 @@ export function sessionProblem({ code, reason = "", opened = true, url = "the se
     case 1013:
       return opened
         ? { message: "The connection to the server was lost.", retry: true }
-        : { message: `Cannot reach the server at ${url}. Is \`voice serve\` running?`, retry: true };
+        : { message: `Cannot reach the server at ${url}. Is the server (voice serve) running?`, retry: true };
     default:
       return { message: `The session ended with code ${code}${detail}.`, retry: RETRYABLE.has(code) || code < 4000 };
   }

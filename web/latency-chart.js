@@ -29,7 +29,8 @@ export function latencyBars(turns, { width = 320, height = 140, maxTurns = 12, a
   const scaleMs = niceCeiling(Math.max(0, ...totals));
   const plotHeight = height - bottom - top;
   const y = (ms) => top + plotHeight - (Math.min(ms, scaleMs) / scaleMs) * plotHeight;
-  const slot = (width - axisWidth) / maxTurns;
+  const slot = (width - axisWidth) / Math.max(shown.length, 8); // few turns: wider bars, not a wall of them
+  const barWidth = Math.min(slot * 0.6, 26);
   const bars = shown.map((t, i) => {
     let previous = 0;
     const segments = [];
@@ -41,7 +42,7 @@ export function latencyBars(turns, { width = 320, height = 140, maxTurns = 12, a
         y: y(end), height: y(previous) - y(end) });
       previous = end;
     }
-    return { turn: t.turn, totalMs: totals[i], x: axisWidth + i * slot + slot * 0.15, width: slot * 0.7, segments };
+    return { turn: t.turn, totalMs: totals[i], x: axisWidth + i * slot + (slot - barWidth) / 2, width: barWidth, segments };
   });
   const ticks = [0, 0.5, 1].map((f) => ({ y: y(f * scaleMs), label: formatMs(f * scaleMs) }));
   return { scaleMs, bars, ticks, plotHeight, width, height, axisWidth };
@@ -67,6 +68,11 @@ export function renderLatencyChart(svg, turns) {
   const layout = latencyBars(turns);
   svg.replaceChildren();
   svg.setAttribute("viewBox", `0 0 ${layout.width} ${layout.height}`);
+  if (!layout.bars.length) {
+    const note = el("text", { x: layout.width / 2, y: layout.height / 2, class: "empty-note", "text-anchor": "middle" }, svg);
+    note.textContent = "No turns yet";
+    return;
+  }
   for (const tick of layout.ticks) {
     el("line", { x1: layout.axisWidth, x2: layout.width, y1: tick.y, y2: tick.y, class: "grid" }, svg);
     const label = el("text", { x: layout.axisWidth - 4, y: tick.y + 3, class: "tick", "text-anchor": "end" }, svg);

@@ -48,3 +48,10 @@ export function brief(value, max = 120) {
   const text = typeof value === "string" ? value : JSON.stringify(value);
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
+
+/** Filled dialogue slots as "party_size 4 · time 19:00"; empty ones are left out. */
+export function describeSlots(slots) {
+  const filled = Object.entries(slots ?? {}).filter(([, v]) => v !== null && v !== undefined && v !== "");
+  if (!filled.length) return "no details yet";
+  return filled.map(([k, v]) => `${k.replaceAll("_", " ")} ${typeof v === "object" ? JSON.stringify(v) : v}`).join(" · ");
+}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -67,11 +68,14 @@ def fake_mic_wav(folder: Path, script=SCRIPT) -> Path:
     return path
 
 
-def chromium_args(wav: Path) -> list[str]:
+def chromium_args(wav: Path, allow_mic: bool = True) -> list[str]:
+    """Headless Chromium whose fake microphone plays `wav` once; without `allow_mic` the
+    permission is refused (headless has no prompt to accept)."""
+    allow = ["--use-fake-ui-for-media-stream"] if allow_mic else []
     return ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
             "--disable-background-networking", "--disable-component-update",
             "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            *allow, "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-audio-capture={wav}%noloop", "--autoplay-policy=no-user-gesture-required"]
 
 
@@ -106,13 +110,13 @@ class Tab:
 class Browser:
     """One headless Chromium with a fresh profile whose fake microphone plays `wav`."""
 
-    def __init__(self, wav: Path):
+    def __init__(self, wav: Path, allow_mic: bool = True):
         from playwright.sync_api import sync_playwright
 
         self.profile = tempfile.mkdtemp(prefix="chromium-")
         self.playwright = sync_playwright().start()
         self.context = self.playwright.chromium.launch_persistent_context(
-            self.profile, executable_path=str(CHROMIUM), headless=True, args=chromium_args(wav),
+            self.profile, executable_path=str(CHROMIUM), headless=True, args=chromium_args(wav, allow_mic),
             chromium_sandbox=False, viewport={"width": 1360, "height": 900})
         self.tab = Tab(self.context.pages[0])
 
@@ -278,12 +282,44 @@ def test_the_token_from_the_address_connects_and_a_second_page_is_told_the_serve
         browser.close()
 
 
+def closed_port() -> int:
+    """A local port nothing listens on (connections are refused at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_an_unreachable_server_is_named_and_retried(agent_server, tmp_path):
     browser = Browser(fake_mic_wav(tmp_path, SILENCE))
+    dead = f"ws://127.0.0.1:{closed_port()}/ws"
     try:
-        browser.tab.open(f"{agent_server.http}/?server=ws://127.0.0.1:9/ws")
+        browser.tab.open(f"{agent_server.http}/?server={dead}")
         browser.tab.wait_for("window.voiceStats.errors.length >= 2", 20, "two failed attempts")
         text = browser.tab.problem()
-        assert "Cannot reach the server at ws://127.0.0.1:9/ws" in text and "attempt 2" in text, text
+        assert f"Cannot reach the server at {dead}" in text and "attempt 2" in text, text
     finally:
         browser.close()
+
+
+def test_a_refused_microphone_says_how_to_allow_it(agent_server, tmp_path):
+    browser = Browser(fake_mic_wav(tmp_path, SILENCE), allow_mic=False)
+    try:
+        browser.tab.open(f"{agent_server.http}/")
+        browser.tab.wait_for("document.getElementById('problem').hidden === false", 20, "the microphone problem")
+        assert "Microphone permission was denied" in browser.tab.problem()
+        assert browser.tab.page.get_by_role("button", name="Connect").is_visible()
+    finally:
+        browser.close()
+
+
+def test_the_chosen_agent_is_asked_for_and_its_dialogue_state_shows_in_the_timeline(agent_server, tmp_path):
+    browser = Browser(fake_mic_wav(tmp_path, SILENCE))
+    try:
+        browser.tab.open(f"{agent_server.http}/?agent=booking")
+        browser.tab.wait_for("window.voiceStats.events.some((e) => e.type === 'state_changed')", 20,
+                             "the booking agent's first dialogue state")
+        timeline = browser.tab.page.locator("#timeline").inner_text()
+    finally:
+        browser.close()
+    assert "Connected to the booking agent" in timeline, timeline
+    assert "State · " in timeline, timeline
