@@ -34,7 +34,9 @@ def machine() -> dict:
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gib, 1), "gpu": gpu,
             "python": platform.python_version(), "os": platform.platform(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            # other work on the box skews every timing here: say how busy it was
+            "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
 def pct(values: list[float], q: float) -> float:
