@@ -34,7 +34,8 @@ def test_challenge_without_qop_uses_the_rfc_2069_form():
     assert cnonce is None and response == md5(f"{md5('u:r:p')}:n:{md5('REGISTER:sip:h')}")
 
 
-@pytest.mark.parametrize("value", ['Basic realm="x"', 'Digest realm="x"', 'Digest realm="x", nonce="n", algorithm=SHA-256',
+@pytest.mark.parametrize("value", ['Basic realm="x"', 'Digest realm="x"',
+                                   'Digest realm="x", nonce="n", algorithm=SHA-256',
                                    'Digest realm="x", nonce="n", qop="auth-int"'])
 def test_unanswerable_challenges_raise(value):
     with pytest.raises(DigestError):

@@ -123,7 +123,7 @@ def test_100_trying_carries_no_to_tag():
 def test_built_messages_round_trip_with_a_correct_content_length():
     msg = build_request("INFO", "sip:a@h", [("Via", "SIP/2.0/UDP h;branch=z9hG4bK1"), ("From", "<sip:b@h>;tag=1"),
                                             ("To", "<sip:a@h>;tag=2"), ("Call-ID", "x"), ("CSeq", "3 INFO")],
-                        body="Signal=5\r\n".encode())
+                        body=b"Signal=5\r\n")
     data = msg.to_bytes()
     assert b"Content-Length: 10\r\n" in data and b"Max-Forwards: 70" in data
     again = parse_message(data)

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from voice import metrics
 from voice.config import Settings
+from voice.gateways.twilio import TWILIO_PATH, serve_twilio
 from voice.pipeline.engines import Engines
 from voice.pipeline.session import Session, reject
 from voice.protocol import HEADER_SIZE, ErrorCode
@@ -65,7 +66,17 @@ class VoiceServer:
             "profile": self.settings.profile,
         }
 
+    @property
+    def loopback_url(self) -> str:
+        """This server's own /ws, for bridges running inside it (Twilio Media Streams)."""
+        host = self.settings.server.host
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+        return f"ws://{f'[{host}]' if ':' in host else host}:{self.port}/ws"
+
     async def _handle(self, conn: ServerConnection) -> None:
+        if conn.request is not None and conn.request.path.split("?", 1)[0] == TWILIO_PATH:
+            await serve_twilio(conn, self.loopback_url)  # a client of /ws: admitted and drained there
+            return
         if self.draining:
             await reject(conn, ErrorCode.SHUTTING_DOWN, "server is shutting down")
             return

@@ -20,7 +20,7 @@ from websockets.http11 import Request, Response
 
 from voice import metrics
 
-WEBSOCKET_PATHS = ("/", "/ws")
+WEBSOCKET_PATHS = ("/", "/ws", "/twilio")  # /twilio: Twilio Media Streams (voice/gateways/twilio.py)
 STATIC_MAX_BYTES = 8 << 20
 
 

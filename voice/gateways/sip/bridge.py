@@ -106,8 +106,7 @@ class CallBridge:
         async for item in self.client.messages():
             if isinstance(item, ReceivedAudio):
                 if self._media is not None:
-                    end = item.timestamp + len(item.samples)
-                    self._media.play(item.samples, end, segment_end=bool(item.flags & Flags.SEGMENT_END))
+                    self._media.play(item.samples, item.timestamp, segment_end=bool(item.flags & Flags.SEGMENT_END))
             elif isinstance(item, ServerError):
                 log.warning("server error", extra={"code": item.code, "error": item.message})
                 self.on_event({"type": "server_error", "code": item.code, "message": item.message})

@@ -37,26 +37,27 @@ FRAME_SAMPLES = RATE_HZ * FRAME_MS // 1000
 
 
 class OutboundAudio:
-    """8 kHz samples waiting for their RTP slot, and the server-stream position each chunk ends at."""
+    """8 kHz samples waiting for their RTP slot, and which span of the server's output stream each
+    chunk carries, so the played position is known to the sample (interpolated inside a chunk)."""
 
     def __init__(self) -> None:
         self._chunks: deque[np.ndarray] = deque()
         self._queued = 0
-        self._ends: deque[tuple[int, int]] = deque()  # (queue position after the chunk, server position)
+        self._spans: deque[tuple[int, int, int, int]] = deque()  # queue start/end, server start/end
         self._pushed = 0   # samples ever queued
         self._taken = 0    # samples ever taken
-        self.played_samples = 0  # server-stream position of the last sample taken
+        self.played_samples = 0  # server-stream position reached by what has been sent
 
     @property
     def queued_samples(self) -> int:
         return self._queued
 
-    def push(self, pcm: np.ndarray, server_end: int) -> None:
+    def push(self, pcm: np.ndarray, server_start: int, server_end: int) -> None:
         if len(pcm):
             self._chunks.append(pcm)
             self._queued += len(pcm)
-            self._pushed += len(pcm)
-        self._ends.append((self._pushed, server_end))
+        self._spans.append((self._pushed, self._pushed + len(pcm), server_start, server_end))
+        self._pushed += len(pcm)
 
     def take(self, n: int) -> np.ndarray | None:
         """n samples for the next packet (zero-padded at the end of a reply), None when idle."""
@@ -80,14 +81,21 @@ class OutboundAudio:
         return out
 
     def _advance(self) -> None:
-        while self._ends and self._ends[0][0] <= self._taken:
-            self.played_samples = max(self.played_samples, self._ends.popleft()[1])
+        while self._spans:
+            q0, q1, s0, s1 = self._spans[0]
+            if self._taken >= q1:
+                self.played_samples = max(self.played_samples, s1)
+                self._spans.popleft()
+                continue
+            if self._taken > q0:
+                self.played_samples = max(self.played_samples, s0 + (self._taken - q0) * (s1 - s0) // (q1 - q0))
+            return
 
     def clear(self) -> int:
         """Drop everything queued; returns the samples dropped."""
         dropped = self._queued
         self._chunks.clear()
-        self._ends.clear()
+        self._spans.clear()
         self._taken = self._pushed
         self._queued = 0
         return dropped
@@ -109,6 +117,10 @@ class CallMedia(asyncio.DatagramProtocol):
                  server_in_hz: int, server_out_hz: int, rtp_timeout_s: float = 30.0,
                  on_timeout: Callable[[], None] | None = None):
         self.on_audio, self.on_dtmf, self.on_timeout = on_audio, on_dtmf, on_timeout
+        #: Called when the last sample of an agent segment has gone out (ms of audio sent in it).
+        self.on_segment_sent: Callable[[float], None] | None = None
+        self._segment_open = False
+        self._segment_samples = 0
         self.server_in_hz, self.server_out_hz = server_in_hz, server_out_hz
         self.rtp_timeout_s = rtp_timeout_s
         self.stats = MediaStats()
@@ -171,17 +183,19 @@ class CallMedia(asyncio.DatagramProtocol):
 
     # ------------------------------------------------------------------ outbound
 
-    def play(self, pcm: np.ndarray, server_end: int, *, segment_end: bool = False) -> None:
-        """Queue server audio (int16 at server_out_hz) that ends at stream position `server_end`."""
+    def play(self, pcm: np.ndarray, server_start: int, *, segment_end: bool = False) -> None:
+        """Queue server audio (int16 at server_out_hz) that starts at stream position `server_start`."""
         out = self._down.process(int16_to_float32(pcm))
         if segment_end:  # the reply is over: push out what the resampler still holds back
             out = np.concatenate([out, self._down.flush()])
             self._down = StreamResampler(self.server_out_hz, RATE_HZ)
-        self.outbound.push(float32_to_int16(out), server_end)
+        self.outbound.push(float32_to_int16(out), server_start, server_start + len(pcm))
+        self._segment_open = not segment_end
 
     def flush(self) -> None:
         """Barge-in: what has not been sent yet is never sent."""
         self.stats.flushed_samples += self.outbound.clear()
+        self._segment_open = False
         self._down = StreamResampler(self.server_out_hz, RATE_HZ)
 
     @property
@@ -195,6 +209,12 @@ class CallMedia(asyncio.DatagramProtocol):
         if skipped:
             self._stream.skip(skipped * FRAME_SAMPLES)
         pcm = self.outbound.take(FRAME_SAMPLES)
+        if pcm is not None:
+            self._segment_samples += FRAME_SAMPLES
+        elif self._segment_samples and not self._segment_open:
+            if self.on_segment_sent is not None:
+                self.on_segment_sent(self._segment_samples * 1000 / RATE_HZ)
+            self._segment_samples = 0
         n = self.negotiated
         if n is not None and n.we_send and self._remote is not None and self._transport is not None:
             payload = self._silence if pcm is None else self._codec.encode(pcm)

@@ -29,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--codec", choices=["pcm16", "opus"], default="pcm16", help="audio codec to the voice server")
     p.add_argument("--rtp-timeout", type=float, default=30.0, help="hang up after this many s without RTP")
     p.add_argument("--max-calls", type=int, default=50)
+    p.add_argument("--ring-ms", type=int, default=0, help="send 180 Ringing and answer after this many ms")
     p.add_argument("--event-log", help="append one JSON line per call event (transcripts, agent text, stats)")
     p.set_defaults(func=run)
 
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         registration = RegistrationSettings(aor=args.register, password=args.password, username=args.auth_user)
         user = args.register.split(":", 1)[-1].split("@", 1)[0] or user
     settings = GatewaySettings(
-        ua=UaSettings(host=host, port=port, public_host=args.public_host, user=user),
+        ua=UaSettings(host=host, port=port, public_host=args.public_host, user=user, ring_ms=args.ring_ms),
         bridge=BridgeSettings(server_url=args.server, token=args.token, agent=args.agent, codec=args.codec),
         rtp_ports=ports, rtp_timeout_s=args.rtp_timeout, max_calls=args.max_calls,
         event_log=Path(args.event_log) if args.event_log else None, registration=registration)

@@ -141,6 +141,8 @@ class SipGateway:
         bridge.attach(media)
         call = ActiveCall(dialog, media, bridge, t0, answered_at_s=time.monotonic())
         media.on_timeout = lambda: self._spawn(self._hang_up(call, "rtp timeout"))
+        media.on_segment_sent = lambda ms: self.events.write(dialog.call_id, {"type": "agent_audio_sent",
+                                                                              "ms": ms})
         self.calls[dialog.key] = call
         if offer is not None:
             media.start()
@@ -197,8 +199,10 @@ class SipGateway:
     async def _hang_up(self, call: ActiveCall, reason: str) -> None:
         if call.ended:
             return
+        # the phone first: its BYE must not wait on a slow close of the server link
+        bye = asyncio.get_running_loop().create_task(self.ua.hangup(call.dialog))
         await self._finish(call, reason)
-        response = await self.ua.hangup(call.dialog)
+        response = await bye
         log.info("sent BYE", extra={"call_id": call.dialog.call_id,
                                     "status": response.status if response else "timeout"})
 
@@ -209,7 +213,6 @@ class SipGateway:
         self.calls.pop(call.dialog.key, None)
         media = call.media
         await media.close()
-        await call.bridge.close()
         jb = media.jitter.stats
         self.events.write(call.dialog.call_id, {
             "type": "call_ended", "reason": reason, "duration_s": round(time.monotonic() - call.answered_at_s, 2),
@@ -218,3 +221,4 @@ class SipGateway:
             "jitter_ms": round(media.jitter.jitter_ms, 2), "pacer_skipped": media.pacer.skipped,
             "pacer_max_late_ms": round(media.pacer.max_late_s * 1000, 2), "dtmf": media.stats.dtmf_digits,
             "agent_text": " ".join(call.bridge.agent_texts)})
+        await call.bridge.close()  # last: a slow close handshake with the server delays nothing else

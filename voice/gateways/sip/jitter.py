@@ -46,7 +46,7 @@ class JitterStats:
     late: int = 0
     duplicates: int = 0
     lost_frames: int = 0      # concealed because audio after them had arrived
-    underruns: int = 0        # concealed because nothing had arrived
+    underruns: int = 0        # times the buffer ran dry (the sender paused or was late)
     dropped_frames: int = 0   # removed to shrink the delay
     resyncs: int = 0
 
@@ -144,7 +144,8 @@ class JitterBuffer:
         out, covered = self._assemble(self._play, n)
         if covered == 0:
             if self._highest_end <= self._play:
-                self.stats.underruns += 1
+                if self._concealed_in_row == 0:
+                    self.stats.underruns += 1  # count episodes, not the silent frames of a pause
                 return self._conceal(n)  # nothing after this slot yet: wait for it (delay grows)
             nxt = min((ts for ts in self._packets if ts >= self._play), default=None)
             if nxt is not None and nxt - self._play > s.max_depth_ms * s.clock_hz // 1000:
