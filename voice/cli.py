@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sip_parser(sub)
 
+    from voice.chat import add_parser as add_chat_parser
+
+    add_chat_parser(sub)
+
     md = sub.add_parser("models", help="list, check, locate or prepare the packaged models")
     md.add_argument("action", choices=["list", "check", "path", "prepare"])
     md.add_argument("name", nargs="?")

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from voice.agents.settings import AgentsSettings
 from voice.asr.streaming import AsrSettings as StreamingSettings
 from voice.asr.vad import VadSettings
 from voice.llm.settings import LlmSettings
@@ -81,6 +82,7 @@ class Settings(Strict):
     llm: LlmSettings = Field(default_factory=LlmSettings)
     tts: TtsSettings = Field(default_factory=TtsSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    agents: AgentsSettings = Field(default_factory=AgentsSettings)  # which agent, tools, flows, memory
 
 
 PROFILES: dict[str, dict[str, Any]] = {

@@ -14,6 +14,9 @@ one without a stray number being misread.
 from __future__ import annotations
 
 import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field
 
 WORD_NUMBERS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
@@ -84,6 +87,11 @@ def parse_time(text: str, *, strict: bool = False, prefer_pm: bool = True) -> st
     "at 8". `strict` requires a cue: am/pm, o'clock, "at", a colon, or "half/quarter".
     """
     norm = normalize(text)
+    # ASR writes "730" for seven thirty; strict parsing reads it so only next to a cue ("730 pm", "at 730")
+    packed = r"\b(\d{1,2})([0-5]\d)\b" + (rf"(?=\s*{_TIME_CUES})" if strict else "")
+    norm = re.sub(packed, r"\1:\2", norm)
+    if strict:
+        norm = re.sub(r"\b(at|by|around)\s+(\d{1,2})([0-5]\d)\b", r"\1 \2:\3", norm)
     if has_phrase(norm, "noon") or has_phrase(norm, "midday"):
         return "12:00"
     if has_phrase(norm, "midnight"):
@@ -155,3 +163,27 @@ def match_choice(text: str, choices: dict[str, tuple[str, ...]]) -> str | None:
     if len(best) > 1 and best[0][1] == best[1][1]:
         return None
     return best[0][0]
+
+
+def _clock(value: Any) -> Any:
+    """"18:00 24h", "6 pm", "6:30pm" -> "18:00", "18:30": what small models put in time arguments."""
+    if isinstance(value, str):
+        return parse_time(value, prefer_pm=False) or value
+    return value
+
+
+#: A tool argument type: a clock time, normalised to "HH:MM" (24 h) before validation.
+ClockTime = Annotated[str, BeforeValidator(_clock), Field(pattern=r"^\d\d:\d\d$", description="time, HH:MM 24-hour")]
+
+
+def spoken_time(hhmm: str) -> str:
+    """"19:30" -> "7:30 pm", "12:00" -> "12 noon": how a time is said, not read."""
+    try:
+        hour, minute = (int(x) for x in hhmm.split(":"))
+    except ValueError:
+        return hhmm
+    if (hour, minute) == (12, 0):
+        return "12 noon"
+    suffix = "am" if hour < 12 else "pm"
+    hour12 = hour % 12 or 12
+    return f"{hour12}{f':{minute:02d}' if minute else ''} {suffix}"

@@ -55,8 +55,9 @@ class Tool:
     timeout_s: float = DEFAULT_TIMEOUT_S
     #: Changes the world (books, sends, deletes): runs only after the user says yes to `confirm`.
     consequential: bool = False
-    #: The spoken question for a consequential call, formatted with the arguments.
-    confirm: str | None = None
+    #: The spoken question for a consequential call: a template formatted with the arguments,
+    #: or a function of them.
+    confirm: str | Callable[[dict[str, Any]], str] | None = None
     #: Words in the user's turn that make this tool worth offering (empty: always offered).
     #: Small models call tools they are shown; not showing irrelevant ones is the cheapest fix.
     triggers: tuple[str, ...] = ()
@@ -71,6 +72,8 @@ class Tool:
 
     def confirmation(self, arguments: dict[str, Any]) -> str:
         """The yes/no question asked before a consequential call runs."""
+        if callable(self.confirm):
+            return self.confirm(arguments)
         if self.confirm:
             try:
                 return self.confirm.format(**arguments)
@@ -139,7 +142,8 @@ def _model_validator(model: type[BaseModel]) -> Callable[[dict[str, Any]], dict[
 
 
 def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-         consequential: bool = False, confirm: str | None = None, triggers: Iterable[str] = ()) -> Any:
+         consequential: bool = False, confirm: str | Callable[[dict[str, Any]], str] | None = None,
+         triggers: Iterable[str] = ()) -> Any:
     """Make a Tool from a typed function; usable bare (`@tool`) or with options (`@tool(timeout_s=2)`)."""
 
     def make(func: Callable[..., Any]) -> Tool:
@@ -163,6 +167,30 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, timeo
                     confirm=confirm, triggers=tuple(t.lower() for t in triggers))
 
     return make(fn) if fn is not None else make
+
+
+_JSON_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool,
+                               "array": list, "object": dict}
+
+
+def schema_validator(schema: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A validator for a JSON Schema object of simple properties (what MCP servers publish):
+    types, enums, required vs optional. Nested schemas are checked as plain lists/objects."""
+    required = set(schema.get("required", []))
+    fields: dict[str, Any] = {}
+    for pname, prop in schema.get("properties", {}).items():
+        kind: Any = Literal[tuple(prop["enum"])] if prop.get("enum") else _JSON_TYPES.get(prop.get("type", ""), Any)
+        if pname in required:
+            fields[pname] = (kind, ...)
+        else:
+            fields[pname] = (kind | None, prop.get("default"))
+    model = create_model("arguments", __config__=ConfigDict(extra="ignore"), **fields)
+    validate = _model_validator(model)
+
+    def without_unset(arguments: dict[str, Any]) -> dict[str, Any]:
+        # an optional argument the model did not give is left to the server's own default
+        return {k: v for k, v in validate(arguments).items() if k in arguments or k in required}
+    return without_unset
 
 
 # ---------------------------------------------------------------- running tools
@@ -192,10 +220,12 @@ class Toolbox:
         return list(self._tools)
 
     def pick(self, names: Iterable[str]) -> list[Tool]:
-        """The named tools that exist, in the order asked for ("ns.*" picks a whole namespace)."""
+        """The named tools that exist, in the order asked for ("ns.*" picks a namespace, "*" all)."""
         out: list[Tool] = []
         for wanted in names:
-            if wanted.endswith(".*"):
+            if wanted == "*":
+                out += [t for t in self._tools.values() if t not in out]
+            elif wanted.endswith(".*"):
                 out += [t for n, t in self._tools.items() if n.startswith(wanted[:-1])]
             elif wanted in self._tools:
                 out.append(self._tools[wanted])

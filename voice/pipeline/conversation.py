@@ -1,11 +1,14 @@
-"""The agent's side of one session: history, the reply being spoken, barge-in, per-turn metrics.
+"""The agent's side of one session: the reply being spoken, barge-in, per-turn metrics.
 
-A reply streams end to end: LLM text deltas -> TextChunker pieces -> TTS audio -> AudioOut frames
--> Pacer (real time). The first piece is spoken while the LLM is still generating the rest.
+A reply streams end to end: Agent text (LLM deltas, or the flow's own lines) -> TextChunker pieces
+-> TTS audio -> AudioOut frames -> Pacer (real time). The first piece is spoken while the LLM is
+still generating the rest. The Agent (voice/llm/agent.py) owns the history, the dialogue flow and
+the tools; its tool_call / tool_result / state_changed events go out as EVENT frames in order.
 
 Barge-in: `interrupt()` cancels the reply task (which stops LLM and TTS generation at their next
 step), drops every queued frame, tells the client to flush its buffer, and stores in the history
-only the part of the reply the user actually heard (client playback marks -> TextTimeline).
+only the part of the reply the user actually heard (client playback marks -> TextTimeline); the
+Agent also undoes flow moves the user never heard about.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from voice import metrics
+from voice.llm.agent import Agent
 from voice.llm.base import GenerationOptions, LlmEngine
 from voice.llm.errors import LlmError
 from voice.pipeline.audio_out import AudioOut, OutFrame, Pacer
@@ -53,13 +57,13 @@ class Conversation:
     def __init__(self, llm: LlmEngine, tts: TtsEngine, audio_out: AudioOut,
                  send_frame: Callable[[OutFrame], Awaitable[None]],
                  emit: Callable[[Any], Awaitable[None]], *, system_prompt: str,
-                 generation: GenerationOptions, chunker: ChunkerSettings | None = None):
+                 generation: GenerationOptions, chunker: ChunkerSettings | None = None,
+                 agent: Agent | None = None):
+        """`agent` None: a plain chat agent (no tools, no flow) with `system_prompt`."""
         self.llm, self.tts, self.audio_out = llm, tts, audio_out
         self.emit = emit
-        self.system_prompt = system_prompt
-        self.generation = generation
+        self.agent = agent or Agent(llm, system_prompt=system_prompt, generation=generation)
         self.chunker_settings = chunker or ChunkerSettings()
-        self.history: list[dict[str, str]] = []
         self.pacer = Pacer(self._send_paced, audio_out.sample_rate_hz)
         self._send_frame = send_frame
         self._reply: asyncio.Task[None] | None = None
@@ -70,6 +74,10 @@ class Conversation:
         self.on_speaking_changed: Callable[[bool], None] | None = None
 
     # ------------------------------------------------------------------ state
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.agent.history
 
     @property
     def speaking(self) -> bool:
@@ -89,9 +97,13 @@ class Conversation:
         self._turn += 1
         turn_metrics.turn = self._turn
         self._metrics = turn_metrics
-        self.history.append({"role": "user", "content": text})
+        self.agent.hear(text)
         self._reply = asyncio.create_task(self._run_reply(self._turn, turn_metrics), name=f"reply-{self._turn}")
         self._set_speaking(True)
+
+    def dtmf(self, digits: str, turn_metrics: TurnMetrics) -> None:
+        """Keypad digits are a user turn: the agent says what they mean in the current state."""
+        self.user_said(self.agent.dtmf_text(digits), turn_metrics)
 
     async def interrupt(self) -> None:
         """Barge-in or an interrupt CONTROL: stop talking now and keep only what was heard."""
@@ -101,6 +113,8 @@ class Conversation:
         played_ms = self._cut_reply()
         metrics.INTERRUPTIONS.inc()
         await self.emit(msg.Interrupted(turn=turn, played_ms=played_ms))
+        for event in self.agent.state_events():  # the flow may have stepped back
+            await self.emit(event)
 
     def _cut_reply(self) -> float:
         """Cancel generation, drop queued audio, fix the history; returns ms of the reply heard."""
@@ -113,25 +127,26 @@ class Conversation:
         heard = timeline.heard_text(played)
         reply_start = timeline.pieces[0].start_samples if timeline.pieces else sent
         self.audio_out.interrupt(sent)
-        if heard:
-            self.history.append({"role": "assistant", "content": heard})
+        self.agent.interrupted(heard)
         metrics.REPLIES.labels("interrupted").inc()
         self._set_speaking(False)
         return round(max(0, played - reply_start) * 1000 / self.audio_out.sample_rate_hz, 1)
 
     async def _run_reply(self, turn: int, m: TurnMetrics) -> None:
-        messages = [{"role": "system", "content": self.system_prompt}, *self.history]
         chunker = TextChunker(self.chunker_settings)
         full = ""
         try:
             try:
-                # aclosing: a cancelled reply stops the LLM at its next token, not at garbage collection
-                async with contextlib.aclosing(self.llm.stream_chat(messages, self.generation)) as deltas:
-                    async for delta in deltas:
+                # aclosing: a cancelled reply stops the LLM and tools at once, not at garbage collection
+                async with contextlib.aclosing(self.agent.reply(turn)) as items:
+                    async for item in items:
+                        if not isinstance(item, str):
+                            await self.emit(item)  # tool_call, tool_result, state_changed
+                            continue
                         m.stamp("first_llm_token")
-                        full += delta
-                        await self.emit(msg.AgentText(turn=turn, text=delta, final=False))
-                        for piece in chunker.feed(delta):
+                        full += item
+                        await self.emit(msg.AgentText(turn=turn, text=item, final=False))
+                        for piece in chunker.feed(item):
                             await self._speak(piece, m)
                 for piece in chunker.flush():
                     await self._speak(piece, m)
@@ -141,10 +156,11 @@ class Conversation:
                 full = APOLOGY
                 await self._speak(APOLOGY, m)
             self.pacer.enqueue(self.audio_out.end_reply())
-            self.history.append({"role": "assistant", "content": full.strip()})
+            self.agent.finished(full.strip())
             await self.emit(msg.AgentText(turn=turn, text=full.strip(), final=True))
             await self.pacer.wait_idle()
             metrics.REPLIES.labels("done").inc()
+            self.agent.after_reply()
         finally:
             if self._reply is asyncio.current_task():
                 self._set_speaking(False)
@@ -175,3 +191,4 @@ class Conversation:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reply
         await self.pacer.aclose()
+        await self.agent.aclose()

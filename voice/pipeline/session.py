@@ -22,6 +22,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from voice import __version__, metrics
+from voice.agents import build_agent, check_agent_options
 from voice.asr.listener import FinalTranscript, Listener, PartialTranscript, SpeechStarted, SpeechStopped
 from voice.asr.vad import VadSettings
 from voice.codecs import BadAudio
@@ -186,6 +187,12 @@ class Session:
             out["barge_in"] = BargeInSettings.model_validate(merged).model_dump()
         except ValidationError as e:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"options.barge_in: {describe_validation_error(e)}") from None
+        try:
+            out |= check_agent_options(options, self.settings.agents.default)
+        except ValueError as e:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, str(e)) from None
+        if self.conversation is not None and out["agent"] != self.conversation.agent.name:
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "options.agent cannot change during a session")
         return out
 
     async def _start(self, hello: msg.Hello) -> None:
@@ -194,10 +201,13 @@ class Session:
                                  self.settings.asr.streaming)
         self.barge_in = BargeInSettings(**self.options["barge_in"])
         llm_cfg = self.settings.llm
+        agent = await build_agent(self.options["agent"], self.engines.llm, self.settings.agents,
+                                  llm_cfg.generation_options(), session_id=self.id,
+                                  system_prompt=llm_cfg.system_prompt, profile=self.options["profile"])
         self.conversation = Conversation(
             self.engines.llm, self.engines.tts, AudioOut(hello.output.codec, hello.output.sample_rate),
             self._send_audio, self._send_event, system_prompt=llm_cfg.system_prompt,
-            generation=llm_cfg.generation_options(), chunker=self.settings.tts.chunker)
+            generation=llm_cfg.generation_options(), chunker=self.settings.tts.chunker, agent=agent)
         self.conversation.on_speaking_changed = self._agent_speaking
         ready = msg.Ready(
             session_id=self.id, input=hello.input, output=hello.output,
@@ -206,6 +216,8 @@ class Session:
             server=f"voice-agent/{__version__}", options=self.options,
         )
         await self._send(MessageType.READY, msg.encode_ready(ready))
+        for event in agent.state_events():  # where the agent's flow starts
+            await self._send_event(event)
         log.info("session ready", extra={"session": self.id, "client": hello.client,
                                          "input": f"{hello.input.codec}/{hello.input.sample_rate}"})
 
@@ -289,7 +301,8 @@ class Session:
             await self.conversation.interrupt()
         elif isinstance(control, msg.TextInput) and control.text.strip():
             self.conversation.user_said(control.text.strip(), TurnMetrics(0, speech_end=time.monotonic()))
-        # dtmf: accepted; the dialogue flows of later work act on it
+        elif isinstance(control, msg.Dtmf):
+            self.conversation.dtmf(control.digits, TurnMetrics(0, speech_end=time.monotonic()))
 
     # ------------------------------------------------------------------ events out
 
