@@ -12,7 +12,8 @@ Baselines, same run, same model and turns:
 * `naive`: the same tools with no dialogue flow and no tool routing (every tool offered every turn,
   whole history shown): what a plain tool-calling loop around this model does;
 * `json_only`: our generations re-parsed with a strict parser (the whole reply must be one JSON
-  object), on the turns where the model itself was asked with tools.
+  object), on the turns where the model itself was asked with tools; `parser` is our lenient
+  parser scored on exactly those generations.
 Ratio = ours / baseline.
 
 Usage: OMP_NUM_THREADS=1 .venv/bin/python bench/tool_calls.py [--threads 1]
@@ -41,6 +42,7 @@ from voice.agents.store import BookingStore  # noqa: E402
 from voice.llm.agent import Agent, AgentOptions  # noqa: E402
 from voice.llm.base import GenerationOptions  # noqa: E402
 from voice.llm.flows import load_flow  # noqa: E402
+from voice.llm.toolcalls import parse_reply  # noqa: E402
 from voice.llm.tools import Toolbox  # noqa: E402
 
 Call = tuple[str, dict[str, Any]]
@@ -103,7 +105,8 @@ SCENARIOS = [
                          ("Yes.", NONE)], booking=("mexican", 3, "20:30")),
     Scenario("booking", [("Italian for two people at seven pm.",
                           [("book_table", {"cuisine": "italian", "party_size": 2, "time": "19:00"})]),
-                         ("No.", NONE), ("The food.", [("go_to_step", {"step": "cuisine"})]), ("Japanese.", NONE),
+                         ("No.", NONE), ("The food.", [("go_to_step", {"step": "cuisine"})]),
+                         ("Japanese.", [("book_table", {"cuisine": "japanese", "party_size": 2, "time": "19:00"})]),
                          ("Yes.", NONE)], booking=("japanese", 2, "19:00")),
 ]
 
@@ -184,7 +187,13 @@ async def make_agent(kind: str, scenario: Scenario, spy: Spy, data: Path, genera
     return Agent(spy, system_prompt=prompt, generation=generation, toolbox=Toolbox(tools), options=naive)
 
 
-async def run(kind: str, spy: Spy, generation: GenerationOptions, tally: Tally, strict: Tally | None) -> None:
+def lenient(raw: str) -> Call | None:
+    calls = parse_reply(raw).calls
+    return calls[0] if calls else None
+
+
+async def run(kind: str, spy: Spy, generation: GenerationOptions, tally: Tally,
+              parsers: dict[str, Tally] | None = None) -> None:
     for n, scenario in enumerate(SCENARIOS):
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp)
@@ -217,14 +226,16 @@ async def run(kind: str, spy: Spy, generation: GenerationOptions, tally: Tally, 
                 tally.turns.append({"scenario": n, "text": text, "expected": expected, "calls": calls, "ok": ok,
                                     "spoken": spoken})
                 model_rounds = [raw for offered, raw in spy.rounds if offered]
-                if strict is not None and model_rounds:
-                    parsed = json_only(model_rounds[0])
+                for name, parser in (parsers or {}).items():
+                    if not model_rounds:
+                        break
+                    parsed = {"json_only": json_only, "parser": lenient}[name](model_rounds[0])
                     if expected:
-                        strict.expected += 1
-                        strict.correct += bool(parsed and any(matches(x, *parsed) for x in expected))
-                    elif not expected:
-                        strict.no_call_turns += 1
-                        strict.false_calls += parsed is not None
+                        parser.expected += 1
+                        parser.correct += bool(parsed and any(matches(x, *parsed) for x in expected))
+                    else:
+                        parser.no_call_turns += 1
+                        parser.false_calls += parsed is not None
             if scenario.booking:
                 stored = BookingStore(data / "bookings.sqlite3").all()
                 rows = [(r["cuisine"], r["party_size"], r["time"]) for r in stored]
@@ -240,9 +251,9 @@ async def main(threads: int) -> None:
     engine = LlamaCppEngine(model_path("qwen2.5-coder-0.5b"), n_ctx=4096, n_threads=threads)
     spy = Spy(engine)
     generation = GenerationOptions(max_tokens=120, temperature=0.0)
-    results: dict[str, Tally] = {"ours": Tally(), "naive": Tally(), "json_only": Tally()}
+    results: dict[str, Tally] = {"ours": Tally(), "naive": Tally(), "parser": Tally(), "json_only": Tally()}
     # the parser comparison is scored on our own generations, turn by turn
-    await run("ours", spy, generation, results["ours"], results["json_only"])
+    await run("ours", spy, generation, results["ours"], {k: results[k] for k in ("parser", "json_only")})
     await run("naive", spy, generation, results["naive"], None)
     engine.close()
     metrics = {k: v.metrics() for k, v in results.items()}
@@ -251,6 +262,8 @@ async def main(threads: int) -> None:
         "accuracy_vs_naive": ours["tool_call_accuracy"] / max(1e-9, naive["tool_call_accuracy"]),
         "false_calls_vs_naive": ours["false_call_rate"] / max(1e-9, naive["false_call_rate"]),
         "completion_vs_naive": ours["flow_completion"] / max(1e-9, naive["flow_completion"]),
+        "parser_accuracy_vs_json_only": metrics["parser"]["tool_call_accuracy"]
+        / max(1e-9, metrics["json_only"]["tool_call_accuracy"]),
     }
     print(f"\n{'':12} {'accuracy':>10} {'false calls':>12} {'completion':>11}")
     for name, m in metrics.items():

@@ -156,6 +156,15 @@ def test_the_model_may_only_choose_the_states_llm_targets():
     assert run.choose("time") and run.name == "time"
 
 
+def test_a_changed_answer_in_the_modify_loop_goes_straight_back_to_confirm():
+    run = FlowRun(load_flow(booking.FLOW))
+    run.hear("Italian for 2 people at 7 pm")
+    run.declined("book_table")
+    run.choose("party_size")
+    run.hear("5")
+    assert run.name == "confirm" and run.pending_action() == {"cuisine": "italian", "party_size": 5, "time": "19:00"}
+
+
 def test_a_tool_result_transition_keeps_the_named_result_fields_as_slots():
     run = FlowRun(load_flow(booking.FLOW))
     run.hear("Italian for 2 people at 8 pm")
@@ -328,14 +337,27 @@ async def test_bad_arguments_are_sent_back_with_the_tools_so_the_model_can_fix_t
     assert llm.requests[1][1].tools is not None and spoken == "It is 3."
 
 
-async def test_a_tool_is_offered_only_when_its_trigger_words_were_said():
+async def test_a_tool_used_last_turn_stays_offered_for_a_follow_up_question():
     @tool(triggers=("weather",))
     def get_weather(city: str) -> str:
         """Weather."""
         return "sunny"
 
-    llm = ScriptedLlm("Paris.", "Sunny.")
+    llm = ScriptedLlm('{"name": "get_weather", "arguments": {"city": "Paris"}}', "Sunny.", "Rain.")
     agent = Agent(llm, toolbox=Toolbox([get_weather]))
-    await say(agent, "What is the capital of France?")
-    await say(agent, "What is the weather in Paris?", 2)
+    await say(agent, "What is the weather in Paris?")
+    await say(agent, "And in Berlin?", 2)
+    assert llm.requests[-1][1].tools is not None
+
+
+async def test_a_tool_is_offered_only_when_its_trigger_words_were_said():
+    @tool(triggers=("rain",))
+    def get_weather(city: str) -> str:
+        """Weather."""
+        return "sunny"
+
+    llm = ScriptedLlm("At nine.", "Sunny.")
+    agent = Agent(llm, toolbox=Toolbox([get_weather]))
+    await say(agent, "When does the train to Paris leave?")  # "rain" only at a word's start
+    await say(agent, "Will it be raining in Paris?", 2)
     assert llm.requests[0][1].tools is None and llm.requests[1][1].tools is not None

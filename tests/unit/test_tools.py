@@ -82,6 +82,13 @@ async def test_a_time_argument_is_normalised_before_validation():
     assert outcome.result == "18:00"
 
 
+async def test_a_grounded_argument_the_user_never_said_is_refused():
+    call = ToolCall("1", "get_weather", {"city": "Paris"})
+    refused = await run_tool(get_weather, call, said="Is it going to rain today?")
+    assert refused.result["error"] == "ungrounded"
+    assert (await run_tool(get_weather, call, said="Rain in paris today?")).ok
+
+
 async def test_a_sync_tool_runs_in_a_worker_thread():
     @tool
     def where() -> str:

@@ -12,8 +12,9 @@ from voice.agents.store import ReminderStore
 from voice.llm.tools import Tool, ToolError, tool
 
 FLOW = Path(__file__).with_name("assistant.yaml")
-WEATHER_TRIGGERS = ("weather", "rain", "sunny", "sun ", "temperature", "forecast", "umbrella", "cold", "warm",
-                    "hot", "snow", "wind", "degrees", "cloud", "storm", "jacket")
+#: Word beginnings ("rain" also finds "raining"). Not "cold" or "hot": "cold-hearted", "hot tea".
+WEATHER_TRIGGERS = ("weather", "rain", "sunny", "temperature", "forecast", "umbrella", "snow", "wind", "degrees",
+                    "cloud", "storm", "jacket")
 REMINDER_TRIGGERS = ("remind", "reminder", "don't let me forget", "do not let me forget")
 
 #: (condition, high °C, low °C) for today and tomorrow: a fixed table so answers can be checked.
@@ -29,7 +30,7 @@ WEATHER: dict[str, dict[str, tuple[str, int, int]]] = {
 }
 
 
-@tool(timeout_s=2.0, triggers=WEATHER_TRIGGERS)
+@tool(timeout_s=2.0, triggers=WEATHER_TRIGGERS, grounded=("city",))
 def get_weather(city: str, day: Literal["today", "tomorrow"] = "today") -> dict:
     """Weather forecast for a city, today or tomorrow.
 

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -70,6 +71,7 @@ class _Turn:
     moved_at: int | None = None   # words spoken when a tool/model moved the flow
     asked_at: int | None = None   # words spoken before a confirmation question
     rounds: int = 0               # LLM rounds that called tools
+    used: set[str] = field(default_factory=set)  # tools called
 
 
 class Agent:
@@ -97,6 +99,7 @@ class Agent:
         self._shown: tuple[str, dict[str, Any]] | None = None
         self._calls = 0
         self._last_outcomes: list[ToolOutcome] = []
+        self._used_last: set[str] = set()  # tools called in the previous turn
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -137,7 +140,7 @@ class Agent:
         """The reply was spoken to its end: the turn's tool notes and text join the history."""
         if self._turn is not None:
             self.memory.extend(self._turn.notes)
-            self._turn = None
+            self._used_last, self._turn = self._turn.used, None
         if spoken:
             self.memory.add("assistant", spoken)
 
@@ -146,6 +149,7 @@ class Agent:
         t, self._turn = self._turn, None
         heard_words = len(heard.split())
         if t is not None:
+            self._used_last = t.used
             if t.moved_at is not None and heard_words <= t.moved_at and self.flow and t.snapshot is not None:
                 log.info("barge-in before the result was heard: flow back to %s", self.flow.path)
                 self.flow.restore(t.snapshot)
@@ -195,15 +199,15 @@ class Agent:
                 yield _Line(line)
             if any(lines):
                 return
-        if flow and heard and (heard.moved or heard.changed) and flow.pending_action() is not None:
-            async for item in self._propose(t, turn):
+        if heard and (heard.moved or heard.changed) and (action := self._action(turn)) is not None:
+            async for item in self._propose(t, turn, action):
                 yield item
             return
         said = len(t.spoken)
         async for item in self._llm(t, turn, self._offered(t.text)):
             yield item
-        if flow and self._pending is None and flow.pending_action() is not None:
-            async for item in self._propose(t, turn):  # answered a side question: back to the point
+        if self._pending is None and (action := self._action(turn)) is not None:
+            async for item in self._propose(t, turn, action):  # answered a side question: back to the point
                 yield item
         elif flow and flow.state.slots and "?" not in t.spoken[said:] and (ask := flow.ask()):
             yield _Line(ask)  # the model lost the thread: ask the state's question again
@@ -225,16 +229,23 @@ class Agent:
         async for item in self._after_tools(t, turn, before, []):
             yield item
 
-    async def _propose(self, t: _Turn, turn: int) -> AsyncIterator[AgentItem]:
-        """The current state's action with the slot values: asked first if consequential, else run."""
-        assert self.flow is not None and self.flow.state.action is not None
-        tool = self.toolbox.get(self.flow.state.action)
+    def _action(self, turn: int) -> ToolCall | None:
+        """The current state's action as a valid call with the slot values, when it is due."""
+        args = self.flow.pending_action() if self.flow else None
+        tool = self.toolbox.get(self.flow.state.action or "") if self.flow else None
+        if args is None or tool is None:
+            return None
+        call = check_arguments(tool, ToolCall("", tool.name, args))
+        if isinstance(call, ToolOutcome):
+            return None  # slots missing: the model asks for them
+        return replace(call, id=self._next_id(turn))
+
+    async def _propose(self, t: _Turn, turn: int, call: ToolCall) -> AsyncIterator[AgentItem]:
+        """Do the state's action: asked first if consequential, else run."""
+        assert self.flow is not None
+        tool = self.toolbox.get(call.name)
         assert tool is not None
-        call = check_arguments(tool, ToolCall(self._next_id(turn), tool.name, self.flow.pending_action() or {}))
-        if isinstance(call, ToolOutcome):  # the slots do not make valid arguments: let the model ask
-            async for item in self._llm(t, turn, []):
-                yield item
-        elif tool.consequential:
+        if tool.consequential:
             async for item in self._ask_first(t, turn, call):
                 yield item
         else:
@@ -249,7 +260,7 @@ class Agent:
         yield _Line("")  # a new round: its text is a new sentence
         gate = SpeechGate()
         options = replace(self.generation, tools=[x.schema() for x in tools] or None)
-        messages = self._messages(t, self.options.tool_history if tools else None)
+        messages = self._messages(t, self.options.tool_history if tools else None, bool(tools or t.notes))
         async with contextlib.aclosing(self.llm.stream_chat(messages, options)) as deltas:
             async for delta in deltas:
                 if speak := gate.feed(delta):
@@ -287,8 +298,8 @@ class Agent:
             if ask := self.flow.ask():
                 yield _Line(ask)
                 return
-            if self.flow.pending_action() is not None:
-                async for item in self._propose(t, turn):
+            if (action := self._action(turn)) is not None:
+                async for item in self._propose(t, turn, action):
                     yield item
                 return
         async for item in self._llm(t, turn, tools):
@@ -317,7 +328,8 @@ class Agent:
             for c in calls if announce else []:
                 tool = box.get(c.name)
                 yield _announce(turn, c, check_arguments(tool, c) if tool else c)
-            tasks = [asyncio.ensure_future(box.run(c)) for c in calls]
+            said = " ".join(m["content"] for m in self.history[-8:] if m["role"] == "user")
+            tasks = [asyncio.ensure_future(box.run(c, said)) for c in calls]
             try:
                 _, slow = await asyncio.wait(tasks, timeout=self.options.filler_after_s)
                 if slow:
@@ -327,6 +339,7 @@ class Agent:
                 for task in tasks:
                     task.cancel()  # barge-in: stop what is still running
         self._last_outcomes = outcomes
+        t.used |= {o.call.name for o in outcomes}
         moved = False
         for o in outcomes:
             yield msg.ToolResult(turn=turn, id=o.call.id, ok=o.ok, result=o.result)
@@ -346,10 +359,10 @@ class Agent:
 
     # ------------------------------------------------------------ prompt and tools
 
-    def _messages(self, t: _Turn, history: int | None = None) -> list[dict[str, Any]]:
+    def _messages(self, t: _Turn, history: int | None = None, tool_round: bool = False) -> list[dict[str, Any]]:
         """System prompt, recent history (the last `history` messages if given), this turn's notes."""
         if self.flow:
-            system = self.flow.prompt(self.memory.profile, self.memory.summary)
+            system = self.flow.prompt(self.memory.profile, self.memory.summary, tools=tool_round)
         else:
             profile = "; ".join(f"{k}: {v}" for k, v in self.memory.profile.items())
             extra = [f"About the user: {profile}" if profile else "",
@@ -363,11 +376,12 @@ class Agent:
         return [{"role": "system", "content": system}, *recent, *t.notes]
 
     def _offered(self, text: str) -> list[Tool]:
-        """The tools shown to the model this turn: the state's, minus those whose triggers were not said."""
+        """The tools shown to the model this turn: the state's, minus those whose triggers were not
+        said (a tool used last turn stays: "and in Berlin?" follows a weather question)."""
         names = self.flow.state.tools if self.flow else self.toolbox.names
         words = normalize(text)
-        tools = [x for x in self.toolbox.pick(names)
-                 if not (self.options.route_tools and x.triggers) or any(w in words for w in x.triggers)]
+        tools = [x for x in self.toolbox.pick(names) if not (self.options.route_tools and x.triggers)
+                 or x.name in self._used_last or any(re.search(rf"\b{re.escape(w)}", words) for w in x.triggers)]
         return tools + (flow_tools(self.flow) if self.flow else [])
 
     def _next_id(self, turn: int) -> str:

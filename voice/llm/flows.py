@@ -4,7 +4,8 @@ Flows are written in YAML (docs/flows.md says why and shows the format) and vali
 pydantic models below; Python code may build the same models directly. A state has its own
 prompt (identity, goal, rules), the tools it allows, typed slots to fill, and transitions:
 
-    when: filled        all required slots of the state are set, one of them by this input
+    when: filled        all required slots of the state are set, one by this input (or the state
+                        was reached by this same input: a modify loop passes filled states)
     when: changed       this input changed any slot of the flow
     when: llm           the model chose it through the built-in `go_to_step` tool (`description` says when)
     when: tool:NAME     tool NAME returned a result (not an error)
@@ -119,8 +120,12 @@ DEFAULT_STATES = {
 class FlowSpec(_Spec):
     name: str
     start: str
-    identity: str = ""
+    identity: str = ""              # empty: the configured llm.system_prompt
     rules: list[str] = Field(default_factory=list)
+    #: For rounds that offer tools or report their results: a 0.5B model writes calls under a short
+    #: tool-minded prompt and refuses to under a long "plain spoken words only" one.
+    tool_identity: str = ""
+    tool_rules: list[str] = Field(default_factory=list)
     states: dict[str, StateSpec]
     intents: dict[str, IntentSpec] = Field(default_factory=lambda: dict(DEFAULT_INTENTS))
     subflows: dict[str, FlowSpec] = Field(default_factory=dict)
@@ -185,7 +190,7 @@ def render(template: str, values: dict[str, Any]) -> str:
 
 
 @dataclass
-class Frame:
+class Frame:  # one (sub-)flow on the stack and its current state
     flow: FlowSpec
     state: str
 
@@ -241,11 +246,8 @@ class FlowRun:
 
     def pending_action(self) -> dict[str, Any] | None:
         """Arguments for this state's action when it is due (not done yet with these values)."""
-        st = self.state
-        if not st.action:
-            return None
         args = {k: v for k, v in self.slots.items() if v is not None}
-        return None if self.actions_done.get(self.path) == args else args
+        return None if not self.state.action or self.actions_done.get(self.path) == args else args
 
     def ask(self) -> str | None:
         """The state's question, its {slot} fields filled; choice values read as names ("Italian")."""
@@ -256,19 +258,19 @@ class FlowRun:
                  else parse.spoken_time(v) if kinds.get(k) == "time" else v for k, v in self.slots.items()}
         return render(self.state.ask, shown)
 
-    def prompt(self, profile: dict[str, Any] | None = None, summary: str = "") -> str:
+    def prompt(self, profile: dict[str, Any] | None = None, summary: str = "", *, tools: bool = False) -> str:
         """The system prompt of the current state: identity, rules, goal, what is known."""
         st, flow, root = self.state, self.frame.flow, self.spec
-        parts = [st.identity or flow.identity or root.identity]
-        rules = [*root.rules, *(flow.rules if flow is not root else []), *st.rules]
+        parts = [st.identity or (tools and root.tool_identity) or flow.identity or root.identity]
+        rules = [*root.rules, *(root.tool_rules if tools else []), *(flow.rules if flow is not root else []),
+                 *st.rules]
         if rules:
             parts.append("Rules:\n" + "\n".join(f"- {r}" for r in rules))
         if st.goal:
             parts.append(f"Your goal now: {st.goal}.")
         if st.ask:
             parts.append(f'Say something like: "{self.ask()}"')
-        known = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in self.slots.items() if v is not None)
-        if known:
+        if known := "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in self.slots.items() if v is not None):
             parts.append(f"Known so far: {known}")
         if profile:
             parts.append("About the user: " + "; ".join(f"{k}: {v}" for k, v in profile.items()))
@@ -340,12 +342,14 @@ class FlowRun:
         return transition is not None
 
     def _advance(self, changed: set[str]) -> None:
-        for _ in range(MAX_CHAIN):
+        for hop in range(MAX_CHAIN):
             st = self.state
             filled = all(self.slots.get(n) is not None for n, s in st.slots.items() if s.required)
+            # the first state needs a new value; states reached in the same input pass if already
+            # filled (so a changed party size in a modify loop goes on to confirm, not to "time?")
+            fresh = hop > 0 or bool(changed & set(st.slots))
             due = next((t for t in st.transitions
-                        if (t.when == "filled" and filled and changed & set(st.slots))
-                        or (t.when == "changed" and changed)), None)
+                        if (t.when == "filled" and filled and fresh) or (t.when == "changed" and changed)), None)
             if due is None or due.to == self.name:  # staying put: its action is due again anyway
                 return
             self._enter(due.to)

@@ -230,7 +230,7 @@ def _note(outcome: ToolOutcome) -> str:
     kind, message = outcome.result.get("error"), outcome.result.get("message", "")
     if kind == "declined":
         return f"The user said no to {call}, so it was not done. Ask what they would like instead."
-    if kind in ("invalid_arguments", "unknown_tool"):
+    if kind in ("invalid_arguments", "unknown_tool", "ungrounded"):
         return (f"Tool call {call} was not valid: {message}.\n"
                 "Call the tool again with correct arguments, or ask the user for the missing detail.")
     return (f"Tool call {call} failed: {message}.\n"

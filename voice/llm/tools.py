@@ -33,10 +33,12 @@ from typing import Any, Literal, get_type_hints
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
+from voice.agents.slots import normalize
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 5.0
-ErrorKind = Literal["invalid_arguments", "unknown_tool", "failed", "crashed", "timeout", "declined"]
+ErrorKind = Literal["invalid_arguments", "ungrounded", "unknown_tool", "failed", "crashed", "timeout", "declined"]
 
 
 class ToolError(Exception):
@@ -58,9 +60,12 @@ class Tool:
     #: The spoken question for a consequential call: a template formatted with the arguments,
     #: or a function of them.
     confirm: str | Callable[[dict[str, Any]], str] | None = None
-    #: Words in the user's turn that make this tool worth offering (empty: always offered).
+    #: Word beginnings in the user's turn that make this tool worth offering (empty: always offered).
     #: Small models call tools they are shown; not showing irrelevant ones is the cheapest fix.
     triggers: tuple[str, ...] = ()
+    #: Arguments whose value the user must have said (a city): a 0.5B model fills in "Paris" when
+    #: the user named none. Checked when the caller passes what the user said.
+    grounded: tuple[str, ...] = ()
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI-style definition that chat templates render."""
@@ -143,7 +148,7 @@ def _model_validator(model: type[BaseModel]) -> Callable[[dict[str, Any]], dict[
 
 def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
          consequential: bool = False, confirm: str | Callable[[dict[str, Any]], str] | None = None,
-         triggers: Iterable[str] = ()) -> Any:
+         triggers: Iterable[str] = (), grounded: Iterable[str] = ()) -> Any:
     """Make a Tool from a typed function; usable bare (`@tool`) or with options (`@tool(timeout_s=2)`)."""
 
     def make(func: Callable[..., Any]) -> Tool:
@@ -164,7 +169,7 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, timeo
             prop.pop("title", None)
         return Tool(name=name or func.__name__, description=description or func.__name__, parameters=schema,
                     fn=func, validate=_model_validator(model), timeout_s=timeout_s, consequential=consequential,
-                    confirm=confirm, triggers=tuple(t.lower() for t in triggers))
+                    confirm=confirm, triggers=tuple(t.lower() for t in triggers), grounded=tuple(grounded))
 
     return make(fn) if fn is not None else make
 
@@ -231,16 +236,16 @@ class Toolbox:
                 out.append(self._tools[wanted])
         return out
 
-    async def run(self, call: ToolCall) -> ToolOutcome:
+    async def run(self, call: ToolCall, said: str | None = None) -> ToolOutcome:
         t = self._tools.get(call.name)
         if t is None:
             known = ", ".join(self._tools) or "none"
             return error_outcome(call, "unknown_tool", f"there is no tool named {call.name!r}; tools: {known}")
-        return await run_tool(t, call)
+        return await run_tool(t, call, said)
 
-    async def run_all(self, calls: Iterable[ToolCall]) -> list[ToolOutcome]:
+    async def run_all(self, calls: Iterable[ToolCall], said: str | None = None) -> list[ToolOutcome]:
         """Run calls concurrently; outcomes in call order."""
-        return list(await asyncio.gather(*(self.run(c) for c in calls)))
+        return list(await asyncio.gather(*(self.run(c, said) for c in calls)))
 
 
 def check_arguments(t: Tool, call: ToolCall) -> ToolCall | ToolOutcome:
@@ -253,11 +258,17 @@ def check_arguments(t: Tool, call: ToolCall) -> ToolCall | ToolOutcome:
         return error_outcome(call, "invalid_arguments", problems)
 
 
-async def run_tool(t: Tool, call: ToolCall) -> ToolOutcome:
-    """Validate, run under the timeout, and turn every failure into an error outcome."""
+async def run_tool(t: Tool, call: ToolCall, said: str | None = None) -> ToolOutcome:
+    """Validate (and check `grounded` arguments against `said`, the user's words), run under the
+    timeout, and turn every failure into an error outcome."""
     checked = check_arguments(t, call)
     if isinstance(checked, ToolOutcome):
         return checked
+    heard = normalize(said or "")
+    for name in t.grounded if said is not None else ():
+        value = checked.arguments.get(name)
+        if isinstance(value, str) and normalize(value) not in heard:
+            return error_outcome(checked, "ungrounded", f"the user did not say {name} {value!r}; do not guess")
     try:
         if inspect.iscoroutinefunction(t.fn):
             work: Awaitable[Any] = t.fn(**checked.arguments)

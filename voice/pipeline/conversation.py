@@ -156,9 +156,10 @@ class Conversation:
                 full = APOLOGY
                 await self._speak(APOLOGY, m)
             self.pacer.enqueue(self.audio_out.end_reply())
-            self.agent.finished(full.strip())
             await self.emit(msg.AgentText(turn=turn, text=full.strip(), final=True))
             await self.pacer.wait_idle()
+            # only now: a barge-in while the end is still playing keeps just the heard part
+            self.agent.finished(full.strip())
             metrics.REPLIES.labels("done").inc()
             self.agent.after_reply()
         finally:
