@@ -183,7 +183,7 @@ async def make_agent(kind: str, scenario: Scenario, spy: Spy, data: Path, genera
         from voice.agents.store import ReminderStore
 
         tools = [assistant.get_weather, *assistant.reminder_tools(ReminderStore(data / "reminders.sqlite3"), "u")]
-        prompt = f"{spec.identity}\n{spec.rules[0]}"
+        prompt = f"{spec.tool_identity}\nRules:\n- {spec.tool_rules[0]}"  # our tool-round wording
     return Agent(spy, system_prompt=prompt, generation=generation, toolbox=Toolbox(tools), options=naive)
 
 

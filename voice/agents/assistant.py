@@ -12,9 +12,9 @@ from voice.agents.store import ReminderStore
 from voice.llm.tools import Tool, ToolError, tool
 
 FLOW = Path(__file__).with_name("assistant.yaml")
-#: Word beginnings ("rain" also finds "raining"). Not "cold" or "hot": "cold-hearted", "hot tea".
+#: Word beginnings ("rain" also finds "raining"). Not a bare "cold" or "hot": "cold-hearted", "hot tea".
 WEATHER_TRIGGERS = ("weather", "rain", "sunny", "temperature", "forecast", "umbrella", "snow", "wind", "degrees",
-                    "cloud", "storm", "jacket")
+                    "cloud", "storm", "jacket", "how hot", "how cold", "how warm")
 REMINDER_TRIGGERS = ("remind", "reminder", "don't let me forget", "do not let me forget")
 
 #: (condition, high °C, low °C) for today and tomorrow: a fixed table so answers can be checked.
