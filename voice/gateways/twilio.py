@@ -87,6 +87,9 @@ class TwilioStream:
         self._since_mark_samples = 0
 
     async def run(self) -> None:
+        # one reader of the connection for the whole call: a second `async for` over it (and an
+        # abandoned first one being finalised later) is how messages could go missing
+        self._inbox = self._events()
         try:
             start = await asyncio.wait_for(self._wait_for_start(), self.settings.start_timeout_s)
         except TimeoutError:
@@ -127,7 +130,7 @@ class TwilioStream:
             options=options, token=token))
 
     async def _wait_for_start(self) -> dict[str, Any] | None:
-        async for event, data in self._events():
+        async for event, data in self._inbox:
             if event == "start":
                 self.stream_sid = data.get("streamSid") or data.get("start", {}).get("streamSid", "")
                 return data.get("start") or {}
@@ -153,7 +156,7 @@ class TwilioStream:
 
     async def _from_twilio(self) -> None:
         assert self.client is not None
-        async for event, data in self._events():
+        async for event, data in self._inbox:
             if event == "media":
                 media = data.get("media") or {}
                 if media.get("track", "inbound") not in ("inbound", "inbound_track"):
