@@ -66,6 +66,16 @@ def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None, timeo
     raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
 
 
+def start_agent_server(tmp_path_factory, name: str) -> ServerProcess:
+    """A server with deterministic replies (temperature 0) and its own agent data folder
+    (bookings, reminders) at `.data_dir`, so tests never see each other's SQLite rows."""
+    data = tmp_path_factory.mktemp("data")
+    srv = start_server(tmp_path_factory.mktemp(name), env={"VOICE_LLM__TEMPERATURE": "0",
+                                                          "VOICE_DATA_DIR": str(data)})
+    srv.data_dir = data
+    return srv
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[ServerProcess]:
     srv = start_server(tmp_path_factory.mktemp("server"))

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import ROOT, start_server
+from conftest import ROOT, start_agent_server
 from piper_speech import synthesize
 
 pytestmark = pytest.mark.e2e
@@ -28,10 +28,7 @@ GAP_S = 13.0  # ASR final + the longest reply ("So that's a table for ... Shall 
 
 @pytest.fixture(scope="module")
 def booking_server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("data")
-    srv = start_server(tmp_path_factory.mktemp("booking"), env={"VOICE_LLM__TEMPERATURE": "0",
-                                                               "VOICE_DATA_DIR": str(data)})
-    srv.data_dir = data
+    srv = start_agent_server(tmp_path_factory, "booking")
     yield srv
     srv.stop()
 

@@ -8,17 +8,14 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, start_server
+from conftest import ROOT, start_agent_server
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def chat_server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("data")
-    srv = start_server(tmp_path_factory.mktemp("chat"), env={"VOICE_LLM__TEMPERATURE": "0",
-                                                            "VOICE_DATA_DIR": str(data)})
-    srv.data_dir = data
+    srv = start_agent_server(tmp_path_factory, "chat")
     yield srv
     srv.stop()
 
