@@ -130,11 +130,13 @@ async def _barge_in(url: str, first: np.ndarray, second: np.ndarray, rate: int) 
 
     receiver = asyncio.create_task(receive())
     step = rate // 50
+    clock = {"t0": time.monotonic(), "frames": 0}
 
     async def stream(audio: np.ndarray) -> None:
-        t0 = time.monotonic()
-        for i, pos in enumerate(range(0, len(audio), step)):
-            await asyncio.sleep(max(0.0, t0 + i * 0.02 - time.monotonic()))
+        """Real time on one session clock: a mic never sends faster than it hears."""
+        for pos in range(0, len(audio), step):
+            await asyncio.sleep(max(0.0, clock["t0"] + clock["frames"] * 0.02 - time.monotonic()))
+            clock["frames"] += 1
             await client.send_audio(audio[pos:pos + step])
 
     silence = np.zeros(step, np.int16)
