@@ -64,7 +64,9 @@ async def run_session(url: str, questions: list[np.ndarray]) -> list[dict]:
         async for item in client.messages():
             now = time.perf_counter()
             if isinstance(item, ReceivedAudio):
-                current.setdefault("first_audio", now)
+                clock["last_audio"] = now
+                if "end_of_speech" in current:  # not the tail of the previous reply
+                    current.setdefault("first_audio", now)
                 continue
             kind = item.type
             if kind == "turn_metrics":
@@ -78,7 +80,7 @@ async def run_session(url: str, questions: list[np.ndarray]) -> list[dict]:
     receiver = asyncio.create_task(receive())
     silence = np.zeros(FRAME, np.int16)
 
-    clock = {"t0": time.perf_counter(), "frames": 0}  # one real-time clock for the whole session
+    clock = {"t0": time.perf_counter(), "frames": 0, "last_audio": 0.0}  # one real-time clock per session
 
     async def send(audio: np.ndarray, mark_end_at: int | None = None) -> None:
         for pos in range(0, len(audio), FRAME):
@@ -97,7 +99,10 @@ async def run_session(url: str, questions: list[np.ndarray]) -> list[dict]:
         deadline = time.perf_counter() + TURN_TIMEOUT_S
         while not reply_done.is_set() and time.perf_counter() < deadline:  # the mic stays open (silence)
             await send(silence)
-        await send(np.zeros(RATE_HZ * 3, np.int16))  # let the reply play out before the next question
+        # let the reply play out (it is paced in real time) so the next question is not a barge-in
+        while time.perf_counter() - clock["last_audio"] < 0.5 and time.perf_counter() < deadline:
+            await send(silence)
+        await send(np.zeros(RATE_HZ, np.int16))
         turns.append(current)
     await client.end_input()
     await asyncio.wait_for(receiver, 120)
@@ -159,7 +164,8 @@ def main() -> None:
         "client_voice_to_voice_ms": summary(client_v2v),
         "baseline_non_streaming_ms": summary(baseline),
         "ratio_streaming_vs_baseline_p50": ratio,
-        "replies": [t.get("text", "") for t in done],
+        "per_turn": [{"reply": t.get("text", ""), "client_ms": round(c, 1), "server_stages_ms": t["stages"]}
+                     for t, c in zip(done, client_v2v, strict=True)],
     })
 
 

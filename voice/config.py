@@ -72,6 +72,10 @@ class VadEngineSettings(Strict):
 
 class AgentSettings(Strict):
     barge_in: BargeInSettings = Field(default_factory=BargeInSettings)  # sessions may override per HELLO
+    #: Start the reply on the ASR's early final, during the end-of-turn silence; it is held (nothing
+    #: sent, no tool run) until the turn is confirmed and dropped if the user speaks on. Costs
+    #: wasted LLM/TTS work on pauses shorter than the end-of-turn silence; saves that work's time.
+    preemptive_reply: bool = True
 
 
 class Settings(Strict):

@@ -38,5 +38,5 @@ TURN_STAGE = Histogram(
     ["stage"], buckets=LATENCY_BUCKETS_S, registry=REGISTRY)
 INTERRUPTIONS = Counter("voice_interruptions_total", "Agent replies cut short by the user (barge-in)",
                         registry=REGISTRY)
-REPLIES = Counter("voice_replies_total", "Agent replies by outcome (done, interrupted, failed)", ["outcome"],
+REPLIES = Counter("voice_replies_total", "Agent replies by outcome (done, interrupted, failed, preempted)", ["outcome"],
                   registry=REGISTRY)

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 from speech_data import all_clips_or_skip, corpus_wer, load_wav_16k, model_path_or_skip, wer
 
-from voice.asr.listener import FinalTranscript, Listener, PartialTranscript, SpeechStarted, SpeechStopped
-from voice.asr.vad import VadEngine
+from voice.asr.listener import (
+    EarlyDropped,
+    EarlyTranscript,
+    FinalTranscript,
+    Listener,
+    PartialTranscript,
+    SpeechStarted,
+    SpeechStopped,
+)
+from voice.asr.vad import VadEngine, VadSettings
 from voice.asr.whisper import WhisperEngine
 
 pytestmark = pytest.mark.timeout(300)
@@ -77,7 +85,8 @@ async def test_partials_arrive_before_the_final_for_clips_of_3_s_or_more(vad_eng
 
 
 async def test_events_of_each_utterance_come_in_order(vad_engine, asr_engine):
-    rank = {SpeechStarted: 0, PartialTranscript: 1, SpeechStopped: 2, FinalTranscript: 3}
+    rank = {SpeechStarted: 0, PartialTranscript: 1, EarlyTranscript: 1, EarlyDropped: 1, SpeechStopped: 2,
+            FinalTranscript: 3}
     clips = all_clips_or_skip()
     audio = np.concatenate([with_silence(load_wav_16k(p)) for p, _ in clips[:3]])
     events = await listen(Listener(vad_engine, asr_engine), audio, speed=4.0)
@@ -88,6 +97,29 @@ async def test_events_of_each_utterance_come_in_order(vad_engine, asr_engine):
     for ranks in by_utterance.values():
         assert ranks == sorted(ranks)
         assert ranks[0] == 0 and ranks.count(2) == 1 and ranks[-1] == 3 and ranks.count(3) == 1
+
+
+async def test_the_early_transcript_comes_before_speech_stopped_and_is_the_final(vad_engine, asr_engine):
+    path, _ = all_clips_or_skip()[1]
+    listener = Listener(vad_engine, asr_engine, VadSettings(min_silence_ms=1500))  # time for the decode
+    events = await listen(listener, with_silence(load_wav_16k(path), 2.0), speed=2.0)
+    kinds = [type(e) for e in events]
+    assert EarlyTranscript in kinds, kinds
+    early = next(e for e in events if isinstance(e, EarlyTranscript))
+    final = next(e for e in events if isinstance(e, FinalTranscript))
+    assert kinds.index(EarlyTranscript) < kinds.index(SpeechStopped)
+    assert (early.text, early.end_ms) == (final.text, final.end_ms) and final.text
+
+
+async def test_speech_after_a_pause_voids_the_early_transcript_and_the_final_has_both_parts(vad_engine, asr_engine):
+    (first, ref1), (second, ref2) = all_clips_or_skip()[1:3]
+    pause = np.zeros(int(SR * 0.6), dtype=np.float32)  # shorter than the end-of-turn silence
+    audio = with_silence(np.concatenate([load_wav_16k(first), pause, load_wav_16k(second)]), 2.0)
+    events = await listen(Listener(vad_engine, asr_engine, VadSettings(min_silence_ms=1500)), audio, speed=2.0)
+    finals = [e for e in events if isinstance(e, FinalTranscript)]
+    assert len(finals) == 1, finals
+    assert any(isinstance(e, EarlyDropped) and e.utterance == 0 for e in events)
+    assert wer(f"{ref1} {ref2}", finals[0].text) <= 0.3, finals[0].text
 
 
 async def test_final_positions_are_in_the_input_stream(vad_engine, asr_engine):

@@ -6,9 +6,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from scripted_agent import ScriptedLlm, booking_agent
 
 from voice.agents import booking
-from voice.agents.store import BookingStore
 from voice.llm.agent import Agent, AgentOptions
 from voice.llm.flows import FlowError, FlowRun, FlowSpec, load_flow
 from voice.llm.tools import Toolbox, tool
@@ -45,37 +45,6 @@ subflows:
         transitions: [{when: filled, to: done}]
       done: {final: true}
 """
-
-
-class ScriptedLlm:
-    """Stands in for the model: each request gets the next scripted reply, streamed in small deltas."""
-
-    name = "scripted-qwen"
-
-    def __init__(self, *replies: str):
-        self.replies = list(replies)
-        self.requests: list[tuple[list[dict], object]] = []
-
-    async def stream_chat(self, messages, options=None):
-        self.requests.append((messages, options))
-        text = self.replies.pop(0) if self.replies else "Okay."
-        for i in range(0, len(text), 4):
-            await asyncio.sleep(0)
-            yield text[i:i + 4]
-
-    def count_tokens(self, text):
-        return len(text.split())
-
-    def close(self):
-        pass
-
-
-def booking_agent(tmp_path, *replies: str, **options) -> tuple[Agent, BookingStore, ScriptedLlm]:
-    store = BookingStore(tmp_path / "bookings.sqlite3")
-    llm = ScriptedLlm(*replies)
-    agent = Agent(llm, name="booking", toolbox=Toolbox(booking.booking_tools(store, "session-1")),
-                  flow=load_flow(booking.FLOW), options=AgentOptions(**options))
-    return agent, store, llm
 
 
 async def say(agent: Agent, text: str, turn: int = 1) -> tuple[str, list]:

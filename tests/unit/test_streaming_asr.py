@@ -254,18 +254,18 @@ async def test_early_final_is_reused_when_the_turn_ends_where_it_expected():
     engine = ScriptedTranscriber([result("the early one")])
     transcriber = StreamingTranscriber(engine, AsrSettings(partials=False), key=1)
     transcriber.append(loud(1500))
-    transcriber.decode_early(16 * 1200)
+    transcriber.decode_early(16 * 1200, 16 * 1100)
     transcriber.truncate(16 * 1200)
     final = await transcriber.finalize()
     assert final.text == "the early one"
-    assert engine.calls == [(16 * 1200, True, 1)]  # one decode, started before the turn closed
+    assert engine.calls == [(16 * 1100, True, 1)]  # one decode, started before the turn closed
 
 
 async def test_early_final_is_replaced_when_the_turn_ends_elsewhere():
     engine = ScriptedTranscriber([result("the real one")])  # the early decode is cancelled unheard
     transcriber = StreamingTranscriber(engine, AsrSettings(partials=False), key=1)
     transcriber.append(loud(2000))
-    transcriber.decode_early(16 * 1000)
+    transcriber.decode_early(16 * 1000, 16 * 900)
     transcriber.truncate(16 * 1800)  # the user spoke on: the turn ended later
     assert (await transcriber.finalize()).text == "the real one"
     assert [n for n, _, _ in engine.calls][-1] == 16 * 1800
@@ -275,5 +275,5 @@ async def test_early_final_can_be_switched_off():
     engine = ScriptedTranscriber([result("only")])
     transcriber = StreamingTranscriber(engine, AsrSettings(partials=False, early_final=False), key=1)
     transcriber.append(loud(1500))
-    transcriber.decode_early(16 * 1200)
+    transcriber.decode_early(16 * 1200, 16 * 1100)
     assert engine.calls == []

@@ -6,6 +6,8 @@ Per session: `Listener(vad_engine, asr_engine, vad_settings, asr_settings)` -> `
 
 from voice.asr.listener import (
     AsrEvent,
+    EarlyDropped,
+    EarlyTranscript,
     FinalTranscript,
     Listener,
     PartialTranscript,
@@ -20,6 +22,8 @@ __all__ = [
     "AsrEvent",
     "AsrResult",
     "AsrSettings",
+    "EarlyDropped",
+    "EarlyTranscript",
     "FinalTranscript",
     "GuardSettings",
     "HallucinationGuard",

@@ -5,7 +5,12 @@ tasks on the shared engines, so audio intake never waits for a transcript.
 
 Events, per utterance, always in this order:
     SpeechStarted < PartialTranscript* < SpeechStopped < FinalTranscript
-A partial never arrives after SpeechStopped (so never after its final). Finals come in utterance
+A partial never arrives after SpeechStopped (so never after its final).
+
+Two events are for the agent only (never on the wire): EarlyTranscript, the final decode already
+done while the end-of-turn silence runs (the FinalTranscript will carry the same text unless the
+user speaks again), and EarlyDropped, the user spoke again so that early text is void. Both come
+between SpeechStarted and SpeechStopped of their utterance. Finals come in utterance
 order. Every utterance gets exactly one FinalTranscript; when the hallucination guard drops the
 decode (noise, a cough, "thank you" said by Whisper to silence) or the decode fails, its text is
 "" so clients can still close the turn.
@@ -65,7 +70,23 @@ class FinalTranscript:
     language: str
 
 
-AsrEvent = SpeechStarted | SpeechStopped | PartialTranscript | FinalTranscript
+@dataclass(frozen=True)
+class EarlyTranscript:
+    """The utterance's final text if the silence now under way ends the turn (see module doc)."""
+
+    utterance: int
+    text: str
+    end_ms: float
+
+
+@dataclass(frozen=True)
+class EarlyDropped:
+    """The user went on speaking: the utterance's EarlyTranscript is void."""
+
+    utterance: int
+
+
+AsrEvent = SpeechStarted | SpeechStopped | PartialTranscript | FinalTranscript | EarlyTranscript | EarlyDropped
 
 
 @dataclass
@@ -190,16 +211,34 @@ class Listener:
         utterance = self._utterance
         if utterance is None:
             return
-        end = self._vad.detector.likely_end_sample
+        detector = self._vad.detector
+        end = detector.likely_end_sample
         if end is None:
-            utterance.transcriber.drop_early()  # speech went on: the early decode is stale
-        else:
-            utterance.transcriber.decode_early(end - utterance.start_sample)
+            if utterance.transcriber.drop_early():  # speech went on: the early decode is stale
+                self.events.put_nowait(EarlyDropped(utterance.index))
+            return
+        # decode once early_tail_ms of the silence is heard (the padding past it is silence too)
+        tail = min(detector.pad_samples, round(self.asr_settings.early_tail_ms * SAMPLES_PER_MS))
+        if detector.silence_heard_samples < tail:
+            return
+        upto = min(end, self._history_start + len(self._history))
+        decode = utterance.transcriber.decode_early(end - utterance.start_sample, upto - utterance.start_sample)
+        if decode is not None:
+            decode.add_done_callback(lambda d: self._publish_early(utterance, d, end))
+
+    def _publish_early(self, utterance: _Utterance, decode: asyncio.Future, end_sample: int) -> None:
+        """The early decode is done: tell the agent while the turn may still be going on."""
+        if utterance.closed or not utterance.transcriber.is_current_early(decode):
+            return  # the final follows at once, or speech went on (EarlyDropped was sent)
+        if (text := utterance.transcriber.early_text()) is not None:
+            self.events.put_nowait(EarlyTranscript(utterance.index, text, end_sample / SAMPLES_PER_MS))
 
     def _maybe_partial(self) -> None:
         utterance = self._utterance
         if utterance is None or not utterance.transcriber.partial_due():
             return
+        if self._vad.detector.likely_end_sample is not None:
+            return  # a silence is under way: a partial now would only hold up the early final
         backlog = getattr(self._asr, "backlog", None)
         if backlog is not None and backlog() > 0:
             return  # shed load: the engine is behind, partials are best effort and finals come first

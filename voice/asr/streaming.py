@@ -70,6 +70,9 @@ class AsrSettings(BaseModel):
     """Start the final decode as soon as the VAD knows where the turn would end (speech padding
     heard), instead of after min_silence_ms: the decode overlaps the end-of-turn silence. If the
     user speaks again, the early result is thrown away."""
+    early_tail_ms: float = Field(100.0, ge=0.0)
+    """How much of the silence the early decode waits for (capped by the VAD's speech_pad_ms, which
+    the final would include): enough not to clip a trailing consonant the VAD scored as silence."""
     partial_interval_ms: float = Field(600.0, ge=100.0)
     """Re-decode the utterance each time it has grown by this much."""
     max_partial_audio_ms: float = Field(28000.0, gt=0.0, le=30000.0)
@@ -173,7 +176,7 @@ class StreamingTranscriber:
         self._last_partial_at = 0  # utterance length (samples) at the last partial request
         self._requested = self._applied = 0  # sequence numbers of partial decodes
         self._published: PartialText | None = None
-        self._early: tuple[int, asyncio.Future[AsrResult]] | None = None  # (samples, decode)
+        self._early: tuple[int, int, asyncio.Future[AsrResult]] | None = None  # (end, heard, decode)
 
     def append(self, samples_16k: np.ndarray) -> None:
         if len(samples_16k):
@@ -226,29 +229,51 @@ class StreamingTranscriber:
         self._chunks = [self.audio()[:samples]]
         self.samples = len(self._chunks[0])
 
-    def decode_early(self, samples: int) -> None:
-        """Start the final decode of the first `samples` now (see AsrSettings.early_final)."""
-        if not self.settings.early_final or (self._early and self._early[0] == samples):
-            return
+    def decode_early(self, end: int, heard: int) -> asyncio.Future[AsrResult] | None:
+        """The utterance will end at sample `end` if the silence under way lasts: start its final
+        decode now on the first `heard` samples (≤ end; the rest is silence). Returns the new
+        decode, or None when none was started (early_final off, or one for this end is running)."""
+        if not self.settings.early_final or (self._early and self._early[0] == end):
+            return None
         self.drop_early()
-        decode = self.engine.transcribe(self.audio()[:samples], final=True, key=self.key)
-        self._early = (samples, asyncio.ensure_future(decode))
+        decode = asyncio.ensure_future(self.engine.transcribe(self.audio()[:heard], final=True, key=self.key))
+        self._early = (end, heard, decode)
+        return decode
 
-    def drop_early(self) -> None:
-        if self._early is not None:
-            self._early[1].cancel()
-            self._early = None
+    def drop_early(self) -> bool:
+        """Forget the early decode (speech went on); True if there was one."""
+        if self._early is None:
+            return False
+        self._early[2].cancel()
+        self._early = None
+        return True
+
+    def is_current_early(self, decode: asyncio.Future[AsrResult]) -> bool:
+        return self._early is not None and self._early[2] is decode
+
+    def early_text(self) -> str | None:
+        """Text of the finished early decode as the final would give it; None when there is none
+        yet, it failed, or the guard drops it (no turn to prepare a reply for)."""
+        if self._early is None:
+            return None
+        _, heard, decode = self._early
+        if not decode.done() or decode.cancelled() or decode.exception() is not None:
+            return None
+        result = decode.result()
+        if self.guard.reject_reason(result, rms_dbfs(self.audio()[:heard])) is not None:
+            return None
+        return result.text or None
 
     async def finalize(self) -> AsrResult:
-        """Decode the whole utterance (urgent), or take the early decode when it covered exactly
-        this audio. A result the guard drops comes back with text ""."""
+        """Decode the whole utterance (urgent), or take the early decode when it was made for an
+        utterance ending exactly here. A result the guard drops comes back with text ""."""
         audio = self.audio()
         early, self._early = self._early, None
         if early is not None and early[0] == len(audio):
-            result = await early[1]
+            result = await early[2]
         else:
             if early is not None:
-                early[1].cancel()
+                early[2].cancel()
             result = await self.engine.transcribe(audio, final=True, key=self.key)
         reason = self.guard.reject_reason(result, rms_dbfs(audio))
         if reason is not None:

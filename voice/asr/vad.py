@@ -216,12 +216,14 @@ class VadDetector:
 
     @property
     def likely_end_sample(self) -> int | None:
-        """Where the segment will end if the silence now under way lasts min_silence_ms: known
-        once the padding after the last speech has been heard. None while speech goes on."""
-        if self.state != "offset":
-            return None
-        end = self._silence_at + self.pad_samples
-        return end if self.position_samples >= end else None
+        """Where the segment will end if the silence now under way lasts min_silence_ms (the
+        padding included). None while speech goes on."""
+        return self._silence_at + self.pad_samples if self.state == "offset" else None
+
+    @property
+    def silence_heard_samples(self) -> int:
+        """How much of the silence now under way has been scored (0 while speech goes on)."""
+        return self.position_samples - self._silence_at if self.state == "offset" else 0
 
     def push(self, prob: float) -> VadEvent | None:
         """Feed the probability of the next window."""

@@ -100,6 +100,10 @@ class Agent:
         self._calls = 0
         self._last_outcomes: list[ToolOutcome] = []
         self._used_last: set[str] = set()  # tools called in the previous turn
+        #: Cleared while a reply is prepared ahead of a turn that may not happen (preemptive
+        #: generation): the model may talk, but no tool runs until the turn is confirmed.
+        self.may_act = asyncio.Event()
+        self.may_act.set()
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -159,6 +163,18 @@ class Agent:
                 self._pending = None  # the question was never heard, so no answer can be a yes to it
         if heard:
             self.memory.add("assistant", heard)
+
+    def checkpoint(self) -> Any:
+        """What hear() and a reply change before any tool runs, to undo a turn that did not happen."""
+        return (list(self.memory.messages), self.flow.snapshot() if self.flow else None, self._pending,
+                self._turn, self._shown, self._calls, list(self._last_outcomes), set(self._used_last))
+
+    def rollback(self, checkpoint: Any) -> None:
+        messages, flow, self._pending, self._turn, self._shown, self._calls, outcomes, used = checkpoint
+        self.memory.messages[:] = messages
+        if self.flow is not None:
+            self.flow.restore(flow)
+        self._last_outcomes, self._used_last = outcomes, used
 
     def after_reply(self) -> None:
         self.memory.start_folding()
@@ -328,6 +344,7 @@ class Agent:
             for c in calls if announce else []:
                 tool = box.get(c.name)
                 yield _announce(turn, c, check_arguments(tool, c) if tool else c)
+            await self.may_act.wait()  # a prepared reply runs no tool before its turn is confirmed
             said = " ".join(m["content"] for m in self.history[-8:] if m["role"] == "user")
             tasks = [asyncio.ensure_future(box.run(c, said)) for c in calls]
             try:

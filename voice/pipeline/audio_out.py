@@ -322,6 +322,7 @@ class Pacer:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._held = False
         #: Samples handed to `send` since the session started.
         self.sent_samples = 0
         self._run_start_s = float("-inf")  # monotonic time the current run started
@@ -353,6 +354,15 @@ class Pacer:
         self._idle.set()
         return self.sent_samples
 
+    def hold(self) -> None:
+        """Queue but do not send (a reply prepared before its turn is confirmed)."""
+        self._held = True
+
+    def release(self) -> None:
+        """Send what is queued, from now on in real time."""
+        self._held = False
+        self._wake.set()
+
     async def wait_idle(self) -> None:
         """Until every queued frame has been sent (or dropped by stop)."""
         await self._idle.wait()
@@ -369,8 +379,9 @@ class Pacer:
     async def _run(self) -> None:
         lead_s = self.lead_ms / 1000.0
         while not self._closed:
-            if not self._queue:
-                self._idle.set()
+            if not self._queue or self._held:
+                if not self._queue:
+                    self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue

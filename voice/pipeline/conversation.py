@@ -9,6 +9,13 @@ Barge-in: `interrupt()` cancels the reply task (which stops LLM and TTS generati
 step), drops every queued frame, tells the client to flush its buffer, and stores in the history
 only the part of the reply the user actually heard (client playback marks -> TextTimeline); the
 Agent also undoes flow moves the user never heard about.
+
+Preemptive reply: the ASR knows the final text of a turn while the end-of-turn silence is still
+running (its early decode). `prepare()` starts the reply then, with its output held: events are
+buffered, the pacer queues but does not send, and the Agent runs no tool. `commit()` (the final
+transcript came, same text) releases it all in order, so the LLM and TTS work done during the
+silence comes off the reaction time; `cancel_prepared()` (the user spoke on) drops the reply and
+restores the Agent as it was, as if nothing had been prepared.
 """
 
 from __future__ import annotations
@@ -71,6 +78,8 @@ class Conversation:
         self._turn = 0
         self._played_samples = 0   # from the client's playback marks
         self._marks_seen = False
+        self._held: list[Any] | None = None   # events of a prepared reply, until commit()
+        self._checkpoint: Any = None           # the Agent before the prepared turn
         self.on_speaking_changed: Callable[[bool], None] | None = None
 
     # ------------------------------------------------------------------ state
@@ -81,8 +90,14 @@ class Conversation:
 
     @property
     def speaking(self) -> bool:
-        """True from the start of a reply until its last frame has been sent (or it was cut)."""
-        return self._reply is not None and not self._reply.done()
+        """True from the start of a reply until its last frame has been sent (or it was cut); a
+        prepared reply is not speaking until committed."""
+        return self._held is None and self._reply is not None and not self._reply.done()
+
+    @property
+    def prepared(self) -> bool:
+        """A reply is prepared (see the module docstring) and waits for commit or cancel."""
+        return self._held is not None
 
     def playback_mark(self, played_samples: int) -> None:
         self._played_samples = max(self._played_samples, played_samples)
@@ -92,14 +107,62 @@ class Conversation:
 
     def user_said(self, text: str, turn_metrics: TurnMetrics) -> None:
         """A user turn (final transcript or typed text): answer it. A reply still running is cut."""
+        self.cancel_prepared()
         if self.speaking:
             self._cut_reply()
+        self._start_reply(text, turn_metrics)
+        self._set_speaking(True)
+
+    def prepare(self, text: str, turn_metrics: TurnMetrics) -> None:
+        """Start answering `text` before the turn is confirmed; nothing leaves until commit()."""
+        if self._reply is not None and not self._reply.done():
+            return  # the agent is talking (or already preparing): that is barge-in territory
+        self._checkpoint = self.agent.checkpoint()
+        self._held = []
+        self.pacer.hold()
+        self.agent.may_act.clear()
+        self._start_reply(text, turn_metrics)
+
+    async def commit(self) -> None:
+        """The prepared turn happened: send what was held, in order, and let the reply go on."""
+        if self._held is None:
+            return
+        held = self._held
+        while held:
+            await self.emit(held.pop(0))  # the reply may add more meanwhile: same list, same order
+        self._held = self._checkpoint = None
+        self.agent.may_act.set()
+        self.pacer.release()
+        if self.speaking:
+            self._set_speaking(True)
+
+    def cancel_prepared(self) -> None:
+        """The prepared turn did not happen: drop the reply and undo what it changed."""
+        if self._held is None:
+            return
+        assert self._reply is not None
+        self._reply.cancel()
+        self._reply = None
+        self.audio_out.interrupt(self.pacer.stop())
+        self.pacer.release()
+        self.agent.rollback(self._checkpoint)
+        self.agent.may_act.set()
+        self._held = self._checkpoint = None
+        self._turn -= 1
+        metrics.REPLIES.labels("preempted").inc()
+
+    def _start_reply(self, text: str, turn_metrics: TurnMetrics) -> None:
         self._turn += 1
         turn_metrics.turn = self._turn
         self._metrics = turn_metrics
         self.agent.hear(text)
         self._reply = asyncio.create_task(self._run_reply(self._turn, turn_metrics), name=f"reply-{self._turn}")
-        self._set_speaking(True)
+
+    async def _emit(self, event: Any) -> None:
+        if self._held is not None:
+            self._held.append(event)
+        else:
+            await self.emit(event)
 
     def dtmf(self, digits: str, turn_metrics: TurnMetrics) -> None:
         """Keypad digits are a user turn: the agent says what they mean in the current state."""
@@ -141,11 +204,11 @@ class Conversation:
                 async with contextlib.aclosing(self.agent.reply(turn)) as items:
                     async for item in items:
                         if not isinstance(item, str):
-                            await self.emit(item)  # tool_call, tool_result, state_changed
+                            await self._emit(item)  # tool_call, tool_result, state_changed
                             continue
                         m.stamp("first_llm_token")
                         full += item
-                        await self.emit(msg.AgentText(turn=turn, text=item, final=False))
+                        await self._emit(msg.AgentText(turn=turn, text=item, final=False))
                         for piece in chunker.feed(item):
                             await self._speak(piece, m)
                 for piece in chunker.flush():
@@ -156,7 +219,7 @@ class Conversation:
                 full = APOLOGY
                 await self._speak(APOLOGY, m)
             self.pacer.enqueue(self.audio_out.end_reply())
-            await self.emit(msg.AgentText(turn=turn, text=full.strip(), final=True))
+            await self._emit(msg.AgentText(turn=turn, text=full.strip(), final=True))
             await self.pacer.wait_idle()
             # only now: a barge-in while the end is still playing keeps just the heard part
             self.agent.finished(full.strip())

@@ -23,7 +23,15 @@ from websockets.exceptions import ConnectionClosed
 
 from voice import __version__, metrics
 from voice.agents import build_agent, check_agent_options
-from voice.asr.listener import FinalTranscript, Listener, PartialTranscript, SpeechStarted, SpeechStopped
+from voice.asr.listener import (
+    EarlyDropped,
+    EarlyTranscript,
+    FinalTranscript,
+    Listener,
+    PartialTranscript,
+    SpeechStarted,
+    SpeechStopped,
+)
 from voice.asr.vad import VadSettings
 from voice.codecs import BadAudio
 from voice.config import Settings, describe_validation_error
@@ -90,6 +98,7 @@ class Session:
         self._speech_stopped_at: dict[int, float] = {}
         self._arrivals = ArrivalClock()
         self._gated = False  # echo "gate": the mic is ignored while the agent speaks
+        self._prepared: tuple[int, str, TurnMetrics] | None = None  # (utterance, text, metrics)
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
 
@@ -317,6 +326,9 @@ class Session:
                     await asyncio.sleep(0.05)
                 await self._send_event(msg.InputEnded())
                 continue
+            if isinstance(event, EarlyTranscript | EarlyDropped):
+                self._preempt(event)  # for the agent only, not on the wire
+                continue
             await self._send_event(self._to_wire(event))
             await self._take_turn(event)
 
@@ -328,6 +340,8 @@ class Session:
             task = asyncio.create_task(self._barge_in_after_min_speech())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        elif isinstance(event, FinalTranscript) and await self._commit_prepared(event):
+            return
         elif isinstance(event, FinalTranscript) and event.text:
             pad_ms = self.listener.vad_settings.speech_pad_ms if self.listener else 0
             speech_ms = event.end_ms - event.start_ms - 2 * pad_ms
@@ -336,6 +350,42 @@ class Session:
             m = TurnMetrics(0, speech_end=self._arrivals.time_of(event.end_ms - pad_ms))
             m.stamp("final_transcript")
             self.conversation.user_said(event.text, m)
+
+    def _preempt(self, event: EarlyTranscript | EarlyDropped) -> None:
+        """Preemptive reply (see voice/pipeline/conversation.py): start answering the early text
+        while the end-of-turn silence runs; drop that reply when the user speaks on."""
+        assert self.conversation is not None
+        if isinstance(event, EarlyDropped):
+            if self._prepared is not None and self._prepared[0] == event.utterance:
+                self.conversation.cancel_prepared()
+                self._prepared = None
+                log.debug("prepared reply dropped: the user spoke on", extra={"session": self.id})
+            return
+        if not self.settings.agent.preemptive_reply or self.conversation.speaking or self.conversation.prepared:
+            return
+        pad_ms = self.listener.vad_settings.speech_pad_ms if self.listener else 0
+        m = TurnMetrics(0, speech_end=self._arrivals.time_of(event.end_ms - pad_ms))
+        self._prepared = (event.utterance, event.text, m)
+        self.conversation.prepare(event.text, m)
+        log.debug("reply prepared", extra={"session": self.id, "utterance": event.utterance})
+
+    async def _commit_prepared(self, final: FinalTranscript) -> bool:
+        """The final of a prepared utterance: release the reply if the text is the same (True),
+        else drop it and answer the final as usual (False)."""
+        assert self.conversation is not None
+        prepared, self._prepared = self._prepared, None
+        if prepared is None or not self.conversation.prepared:
+            return False
+        utterance, text, m = prepared
+        if utterance != final.utterance or text != final.text:
+            self.conversation.cancel_prepared()
+            log.debug("prepared reply dropped: the final differs", extra={"session": self.id, "early": text,
+                                                                        "final": final.text})
+            return False
+        log.debug("prepared reply committed", extra={"session": self.id, "utterance": utterance})
+        m.stamp("final_transcript")
+        await self.conversation.commit()
+        return True
 
     async def _barge_in_after_min_speech(self) -> None:
         assert self.listener is not None and self.conversation is not None

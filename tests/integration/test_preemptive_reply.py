@@ -1,0 +1,169 @@
+"""Preemptive reply: a Conversation prepares its answer before the turn is confirmed, with the real
+Piper voice; the agent's model is scripted (the agent logic under test is ours, not the LLM's)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from scripted_agent import ScriptedLlm, booking_agent
+
+from voice.llm.agent import Agent
+from voice.llm.base import GenerationOptions
+from voice.llm.tools import Toolbox, tool
+from voice.models import model_path
+from voice.pipeline.audio_out import AudioOut
+from voice.pipeline.conversation import Conversation
+from voice.pipeline.turn_metrics import TurnMetrics
+
+
+@pytest.fixture(scope="module")
+def tts():
+    from voice.tts.piper import PiperEngine
+
+    engine = PiperEngine(model_path("piper-joe"))
+    yield engine
+    engine.close()
+
+
+class Recorder:
+    def __init__(self):
+        self.frames, self.events = [], []
+
+    async def frame(self, frame):
+        self.frames.append(frame)
+
+    async def emit(self, event):
+        self.events.append(event)
+
+    def types(self) -> list[str]:
+        return [e.type for e in self.events]
+
+
+def final_texts(rec: Recorder) -> list[tuple[int, str]]:
+    return [(e.turn, e.text) for e in rec.events if e.type == "agent_text" and e.final]
+
+
+def conversation(tts, agent: Agent) -> tuple[Conversation, Recorder]:
+    rec = Recorder()
+    conv = Conversation(agent.llm, tts, AudioOut("pcm16", 16000), rec.frame, rec.emit, system_prompt="",
+                        generation=GenerationOptions(), agent=agent)
+    return conv, rec
+
+
+async def until(condition, timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_a_prepared_reply_is_synthesized_but_nothing_leaves_until_commit(tts):
+    async def run():
+        agent = Agent(ScriptedLlm("Paris is the capital of France."))
+        conv, rec = conversation(tts, agent)
+        m = TurnMetrics(0, speech_end=asyncio.get_running_loop().time())
+        conv.prepare("What is the capital of France?", m)
+        await until(lambda: "first_tts_audio" in m.stamps)  # the LLM and the TTS did their work
+        await asyncio.sleep(0.3)
+        held = (list(rec.events), list(rec.frames), conv.speaking, conv.prepared)
+        await conv.commit()
+        await until(lambda: not conv.speaking)
+        await conv.aclose()
+        return held, rec, conv
+
+    (events, frames, speaking, prepared), rec, conv = asyncio.run(run())
+    assert events == [] and frames == [], "a prepared reply leaked before commit"
+    assert prepared and not speaking
+    assert rec.types()[0] == "agent_text" and "turn_metrics" in rec.types()
+    assert final_texts(rec) == [(1, "Paris is the capital of France.")]
+    assert sum(f.samples for f in rec.frames) > 16000 * 0.5, "the reply audio was not sent after commit"
+    assert [m["role"] for m in conv.history] == ["user", "assistant"]
+
+
+def test_a_cancelled_reply_sends_nothing_and_leaves_no_trace(tts):
+    async def run():
+        agent = Agent(ScriptedLlm("Paris is the capital.", "Seven days."))
+        conv, rec = conversation(tts, agent)
+        m = TurnMetrics(0)
+        conv.prepare("What is the capital", m)
+        await until(lambda: "first_tts_audio" in m.stamps)
+        conv.cancel_prepared()
+        await asyncio.sleep(0.3)
+        after_cancel = (list(rec.events), list(rec.frames), list(conv.history), conv.prepared)
+        conv.user_said("How many days are in a week?", TurnMetrics(0))
+        await until(lambda: not conv.speaking)
+        await conv.aclose()
+        return after_cancel, rec, conv
+
+    (events, frames, history, prepared), rec, conv = asyncio.run(run())
+    assert events == [] and frames == [] and history == [] and not prepared
+    assert final_texts(rec) == [(1, "Seven days.")]  # the turn number is not used up
+    assert conv.history == [{"role": "user", "content": "How many days are in a week?"},
+                            {"role": "assistant", "content": "Seven days."}]
+
+
+def test_a_prepared_reply_runs_no_tool_before_commit_and_none_at_all_when_cancelled(tts):
+    runs: list[str] = []
+
+    @tool()
+    async def weather(city: str) -> str:
+        """The weather in a city."""
+        runs.append(city)
+        return "sunny"
+
+    async def run(commit: bool):
+        llm = ScriptedLlm('{"name": "weather", "arguments": {"city": "Oslo"}}', "It is sunny in Oslo.")
+        conv, rec = conversation(tts, Agent(llm, toolbox=Toolbox([weather])))
+        conv.prepare("What is the weather in Oslo?", TurnMetrics(0))
+        await asyncio.sleep(0.5)  # time enough for the model's call and the tool, were it allowed
+        ran_before = list(runs)
+        if commit:
+            await conv.commit()
+            await until(lambda: not conv.speaking)
+        else:
+            conv.cancel_prepared()
+            await asyncio.sleep(0.3)
+        await conv.aclose()
+        return ran_before, rec
+
+    ran_before, rec = asyncio.run(run(commit=False))
+    assert ran_before == [] and runs == [] and rec.events == []
+    ran_before, rec = asyncio.run(run(commit=True))
+    assert ran_before == [] and runs == ["Oslo"]
+    assert rec.types().index("tool_call") < rec.types().index("tool_result")
+    assert final_texts(rec)[0][1].endswith("It is sunny in Oslo.")
+
+
+def test_a_cancelled_reply_puts_the_flow_back(tts, tmp_path):
+    async def run():
+        agent, store, _ = booking_agent(tmp_path)
+        conv, rec = conversation(tts, agent)
+        before = (agent.flow.path, dict(agent.flow.slots))
+        conv.prepare("Italian for 2 people at 7 pm", TurnMetrics(0))
+        await asyncio.sleep(0.3)
+        moved = (agent.flow.path, dict(agent.flow.slots))
+        conv.cancel_prepared()
+        after = (agent.flow.path, dict(agent.flow.slots))
+        await conv.aclose()
+        return before, moved, after, rec, store
+
+    before, moved, after, rec, store = asyncio.run(run())
+    assert moved != before, "the prepared turn should have moved the flow (else this test shows nothing)"
+    assert after == before and rec.events == [] and store.all() == []
+
+
+def test_a_typed_turn_while_a_reply_is_prepared_replaces_it(tts):
+    async def run():
+        agent = Agent(ScriptedLlm("First answer.", "Second answer."))
+        conv, rec = conversation(tts, agent)
+        conv.prepare("first question", TurnMetrics(0))
+        await asyncio.sleep(0.2)
+        conv.user_said("second question", TurnMetrics(0))
+        await until(lambda: not conv.speaking)
+        await conv.aclose()
+        return rec, conv
+
+    rec, conv = asyncio.run(run())
+    assert final_texts(rec) == [(1, "Second answer.")]  # the prepared one asked the model first, then was dropped
+    assert [m["content"] for m in conv.history if m["role"] == "user"] == ["second question"]
