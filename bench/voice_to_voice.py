@@ -67,6 +67,7 @@ async def run_session(url: str, questions: list[np.ndarray]) -> list[dict]:
                 clock["last_audio"] = now
                 if "end_of_speech" in current:  # not the tail of the previous reply
                     current.setdefault("first_audio", now)
+                    play(current, now, len(item.samples) / 48000)
                 continue
             kind = item.type
             if kind == "turn_metrics":
@@ -110,6 +111,16 @@ async def run_session(url: str, questions: list[np.ndarray]) -> list[dict]:
     return turns
 
 
+def play(turn: dict, now: float, seconds: float) -> None:
+    """A client's playback buffer: a frame that arrives after the buffer ran dry is a stall (the
+    listener hears a gap in the reply); stalls under 30 ms are network jitter, not counted."""
+    dry_at = turn.get("dry_at", now)
+    if now - dry_at > 0.03:
+        turn["stalls"] = turn.get("stalls", 0) + 1
+        turn["stall_ms"] = turn.get("stall_ms", 0.0) + (now - dry_at) * 1000
+    turn["dry_at"] = max(dry_at, now) + seconds
+
+
 def piper_ms(texts: list[str]) -> list[float]:
     """Baseline part: time to synthesize each whole reply with the same Piper voice, in process."""
     from piper import PiperVoice
@@ -131,11 +142,15 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=3)
     ap.add_argument("--turns", type=int, default=4)
     ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--env", action="append", default=[], metavar="VOICE_X__Y=VALUE",
+                    help="a setting for the server, e.g. VOICE_LLM__N_THREADS_SOLO=1 (repeatable)")
+    ap.add_argument("--tag", default="", help="suffix of the results file name")
     args = ap.parse_args()
+    server_env = dict(item.split("=", 1) for item in args.env)
     texts = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.sessions * args.turns)]
     audios = [speech(t) for t in texts]
     print(f"{len(texts)} turns in {args.sessions} sessions, profile {args.profile}", flush=True)
-    server = start_server(Path("/tmp"), "--profile", args.profile)
+    server = start_server(Path("/tmp"), "--profile", args.profile, env=server_env)
     try:
         turns = []
         for s in range(args.sessions):
@@ -154,17 +169,24 @@ def main() -> None:
              ("baseline: non-streaming (whole reply, then TTS)", summary(baseline))]
     print_table(f"Voice-to-voice latency ({len(done)} of {len(turns)} turns answered)", rows)
     ratio = summary(client_v2v)["p50"] / summary(baseline)["p50"]
+    stalls = [t.get("stalls", 0) for t in done]
+    stall_ms = sum(t.get("stall_ms", 0.0) for t in done)
     print(f"\nratio p50 streaming / non-streaming baseline = {ratio:.2f}")
-    write_results(f"voice_to_voice_{args.profile}", {
+    print(f"reply audio stalls (client buffer ran dry > 30 ms): {sum(stalls)} in {len(done)} replies, "
+          f"{stall_ms:.0f} ms in all")
+    write_results(f"voice_to_voice_{args.profile}{args.tag}", {
         "settings": {"profile": args.profile, "sessions": args.sessions, "turns_per_session": args.turns,
                      "asr": "whisper-tiny.en", "llm": "qwen2.5-coder-0.5b Q4_K_M", "tts": "piper-joe",
-                     "min_silence_ms": 500},
+                     "min_silence_ms": 500, "server_env": server_env},
         "turns": len(turns), "answered": len(done),
         "server_stages_ms": {k: summary(v) for k, v in stages.items()},
         "client_voice_to_voice_ms": summary(client_v2v),
         "baseline_non_streaming_ms": summary(baseline),
         "ratio_streaming_vs_baseline_p50": ratio,
-        "per_turn": [{"reply": t.get("text", ""), "client_ms": round(c, 1), "server_stages_ms": t["stages"]}
+        "reply_audio_stalls": {"count": sum(stalls), "total_ms": round(stall_ms, 1),
+                               "replies_with_stalls": sum(1 for n in stalls if n)},
+        "per_turn": [{"reply": t.get("text", ""), "client_ms": round(c, 1), "server_stages_ms": t["stages"],
+                      "stalls": t.get("stalls", 0)}
                      for t, c in zip(done, client_v2v, strict=True)],
     })
 

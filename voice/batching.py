@@ -11,6 +11,9 @@ the awaiting loop with `call_soon_threadsafe`.
   that the predicted latency stays within `target_latency_ms` (when set).
 - Sizes count items, or the units that `cost(item)` gives when set (codec decoding counts frames:
   a 16-frame request costs four times a 4-frame one); `min_batch`/`max_batch` are then in units.
+- `busy_batchers()` counts the batchers running a batch right now (those made with
+  `shares_cpu=True`: ASR, TTS, codecs, not the tiny VAD), so the llama.cpp engine can use more
+  threads only while it has the CPU to itself.
 """
 
 from __future__ import annotations
@@ -33,6 +36,20 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 LATENCY_HISTORY = 1000  # batches kept for the p50/p95 statistics
+
+_busy_lock = threading.Lock()
+_busy = 0
+
+
+def busy_batchers() -> int:
+    """Batchers (shares_cpu=True) running a batch right now, process-wide."""
+    return _busy
+
+
+def _mark_busy(delta: int) -> None:
+    global _busy
+    with _busy_lock:
+        _busy += delta
 
 
 class Superseded(Exception):
@@ -132,11 +149,15 @@ class AdaptiveBatcher(Generic[T, R]):
         max_batch: int = 16,
         target_latency_ms: float | None = None,
         cost: Callable[[T], int] | None = None,
+        shares_cpu: bool = True,
     ) -> None:
+        """`shares_cpu`: counted by busy_batchers() while a batch runs (False for work too small
+        to matter, like the VAD)."""
         if not 1 <= min_batch <= max_batch:
             raise ValueError(f"need 1 <= min_batch <= max_batch, got {min_batch}, {max_batch}")
         self._process_batch = process_batch
         self._cost = cost
+        self._shares_cpu = shares_cpu
         self.name = name
         self.window_ms = window_ms
         self.min_batch = min_batch
@@ -299,6 +320,8 @@ class AdaptiveBatcher(Generic[T, R]):
     def _process(self, batch: list[_Pending[T, R]]) -> None:
         started = time.perf_counter()
         results: list[Any]
+        if self._shares_cpu:
+            _mark_busy(1)
         try:
             results = list(self._process_batch([p.item for p in batch]))
             if len(results) != len(batch):
@@ -307,6 +330,9 @@ class AdaptiveBatcher(Generic[T, R]):
         except Exception as exc:  # one failure for the whole batch goes to every item
             log.warning("%s: batch of %d failed: %r", self.name, len(batch), exc)
             results = [exc] * len(batch)
+        finally:
+            if self._shares_cpu:
+                _mark_busy(-1)
         latency_ms = (time.perf_counter() - started) * 1000.0
         units = sum(self._units_of(p) for p in batch)
         with self._cond:

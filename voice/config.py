@@ -91,8 +91,9 @@ class Settings(Strict):
 
 PROFILES: dict[str, dict[str, Any]] = {
     # 2 shared cores: llama.cpp with 2 threads collapses (spin barriers) while ASR/TTS run beside it
-    # (n_threads_batch 2: the prompt is evaluated while ASR and TTS are idle)
-    "cpu": {"llm": {"n_threads": 1, "n_threads_batch": 2}},
+    # (n_threads_batch 2: the prompt is evaluated while ASR and TTS are idle; n_threads_solo 2: so is
+    # the first sentence, mostly: 2 threads for each token generated while no other model runs)
+    "cpu": {"llm": {"n_threads": 1, "n_threads_batch": 2, "n_threads_solo": 2}},
     "gpu": {"asr": {"device": "cuda", "model": "whisper-base", "compute_type": "float16"},
             "llm": {"device": "cuda"}},
 }

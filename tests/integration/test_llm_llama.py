@@ -161,3 +161,33 @@ async def test_closed_engine_refuses_requests():
     engine.close()
     with pytest.raises(LlmError, match="closed"):
         await collect(engine, STORY)
+
+
+async def test_solo_threads_are_used_only_while_no_other_model_work_runs():
+    """n_threads_solo: llama_set_n_threads per token, by the process-wide busy count."""
+    from voice.batching import AdaptiveBatcher
+
+    engine = LlamaCppEngine(model_path_or_skip("smollm2-135m"), n_ctx=512, n_threads=1, n_threads_solo=2)
+    holding, release = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def busy(items):  # stands for a Whisper/Piper batch running on its worker thread
+        loop.call_soon_threadsafe(holding.set)
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(10)
+        return items
+
+    other = AdaptiveBatcher(busy, name="other-model")
+    try:
+        await collect(engine, STORY)
+        alone = list(engine._threads_in_use)
+        job = asyncio.ensure_future(other.submit(1))
+        await holding.wait()
+        await collect(engine, STORY)
+        shared = list(engine._threads_in_use)
+        release.set()
+        await job
+    finally:
+        release.set()
+        other.close()
+        engine.close()
+    assert (alone, shared) == ([2], [1])

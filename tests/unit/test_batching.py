@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from voice.batching import AdaptiveBatcher, BatcherClosed, LatencyModel, Superseded
+from voice.batching import AdaptiveBatcher, BatcherClosed, LatencyModel, Superseded, busy_batchers
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -286,3 +286,34 @@ async def test_batch_size_counts_item_costs_when_given(recorder):
         b.close()
     assert [sum(map(len, batch)) for batch in recorder.batches] == [8, 4, 9]  # an oversize item goes alone
     assert b.stats().units == 21
+
+
+async def test_busy_batchers_counts_running_batches_of_cpu_sharing_batchers_only():
+    started, release = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def slow(items):
+        started.set()
+        release.wait(5)
+        return items
+
+    def tiny(items):
+        seen.append(busy_batchers())
+        return items
+
+    heavy = AdaptiveBatcher(slow, name="heavy")
+    light = AdaptiveBatcher(tiny, name="light", shares_cpu=False)
+    try:
+        idle = busy_batchers()
+        task = asyncio.ensure_future(heavy.submit(1))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+        during = busy_batchers()
+        await light.submit(2)  # a non-sharing batcher is not counted while it runs
+        release.set()
+        await task
+        after = busy_batchers()
+    finally:
+        release.set()
+        heavy.close()
+        light.close()
+    assert (idle, during, seen, after) == (0, 1, [1], 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from voice.llm.llama import pick_request, resolve_llm_device
+from voice.llm.llama import pick_request, pick_threads, resolve_llm_device
 from voice.llm.openai_compat import OpenAICompatEngine
 from voice.llm.settings import LlmSettings, build_llm
 
@@ -93,3 +93,22 @@ def test_openai_settings_build_an_http_engine_with_the_api_model():
 def test_default_system_prompt_asks_for_short_spoken_answers():
     prompt = LlmSettings().system_prompt.lower()
     assert "spoken" in prompt and "markdown" in prompt
+
+
+# --- pick_threads: more threads only while the LLM has the CPU to itself -------------------------
+
+
+def test_solo_threads_only_when_nothing_else_runs():
+    assert pick_threads(1, 2, busy_batchers=0, generating=1) == 2
+
+
+def test_base_threads_while_asr_tts_or_codec_work_runs():
+    assert pick_threads(1, 2, busy_batchers=1, generating=1) == 1
+
+
+def test_base_threads_while_another_context_generates():
+    assert pick_threads(1, 2, busy_batchers=0, generating=2) == 1
+
+
+def test_no_solo_setting_keeps_the_base_threads():
+    assert pick_threads(3, None, busy_batchers=0, generating=1) == 3

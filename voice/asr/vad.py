@@ -139,7 +139,7 @@ class VadEngine:
         self.model = SileroVad(model_path, intra_op_threads=intra_op_threads)
         self._batcher: AdaptiveBatcher[tuple[np.ndarray, np.ndarray], tuple[float, np.ndarray]] = (
             AdaptiveBatcher(self._run_batch, name="vad", window_ms=window_ms, max_batch=max_batch,
-                            target_latency_ms=target_latency_ms)
+                            target_latency_ms=target_latency_ms, shares_cpu=False)
         )
 
     async def infer(self, window: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:

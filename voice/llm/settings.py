@@ -26,6 +26,8 @@ class LlmSettings(BaseModel):
     n_threads: int = Field(2, ge=1)         # CPU threads per context; 1 while ASR/TTS share 2 cores
     n_threads_batch: int | None = Field(None, ge=1)  # threads for prompt evaluation (None: n_threads);
                                             # nothing else runs then, so it can use every core
+    n_threads_solo: int | None = Field(None, ge=1)  # threads while generating with no ASR/TTS/codec
+                                            # work running (None: n_threads); chosen per token
     contexts: int = Field(1, ge=1)          # llama.cpp contexts = sessions generating at once
     base_url: str | None = None             # engine "openai": e.g. http://127.0.0.1:8080/v1
     api_model: str | None = None            # engine "openai": model name sent; None = `model`
@@ -61,5 +63,6 @@ def build_llm(settings: LlmSettings) -> LlmEngine:
         raise ValueError(f"llm.model {settings.model!r}: hub downloads are not supported for GGUF models; "
                          "download the .gguf file and give its path")
     return LlamaCppEngine(path, n_ctx=settings.n_ctx, n_threads=settings.n_threads,
-                          n_threads_batch=settings.n_threads_batch, device=settings.device,
+                          n_threads_batch=settings.n_threads_batch, n_threads_solo=settings.n_threads_solo,
+                          device=settings.device,
                           contexts=settings.contexts)
