@@ -1,5 +1,5 @@
-"""A scripted stand-in for the LLM, for tests of our agent logic (flows, tools, preemptive replies);
-tests of the model itself use the real GGUF models."""
+"""A scripted stand-in for the LLM, for tests of our agent logic (flows, tools, preemptive replies),
+and a recorder of what a Conversation sends; tests of the model itself use the real GGUF models."""
 
 from __future__ import annotations
 
@@ -41,3 +41,19 @@ def booking_agent(tmp_path, *replies: str, **options) -> tuple[Agent, BookingSto
     agent = Agent(llm, name="booking", toolbox=Toolbox(booking.booking_tools(store, "session-1")),
                   flow=load_flow(booking.FLOW), options=AgentOptions(**options))
     return agent, store, llm
+
+
+class Recorder:
+    """Collects what a Conversation sends: AUDIO frames and events, in order."""
+
+    def __init__(self):
+        self.frames, self.events = [], []
+
+    async def frame(self, frame):
+        self.frames.append(frame)
+
+    async def emit(self, event):
+        self.events.append(event)
+
+    def types(self) -> list[str]:
+        return [e.type for e in self.events]

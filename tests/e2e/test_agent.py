@@ -112,48 +112,61 @@ def test_two_concurrent_sessions_both_get_correct_replies(agent_server, whisper,
     assert wer(said, heard) <= 0.25, f"agent said: {said}\nwhisper heard: {heard}"
 
 
-async def _barge_in(url: str, first: np.ndarray, second: np.ndarray, rate: int) -> dict:
-    """Ask, wait for the reply to be audible for 0.8 s, then speak over it."""
-    client = VoiceClient(url, ClientOptions(input_codec="pcm16", input_rate_hz=rate, output_codec="pcm16",
-                                            output_rate_hz=16000))
-    await client.connect()
-    log: dict = {"audio": [], "events": []}
-    first_audio = asyncio.Event()
+class Mic:
+    """A protocol session spoken to in real time on one clock (a mic never sends faster than it
+    hears), logging what comes back: audio arrival times and events."""
 
-    async def receive() -> None:
-        async for item in client.messages():
+    def __init__(self, url: str, rate: int, options: dict | None = None):
+        self.client = VoiceClient(url, ClientOptions(input_codec="pcm16", input_rate_hz=rate, output_codec="pcm16",
+                                                     output_rate_hz=16000, options=options or {}))
+        self.rate, self.step = rate, rate // 50
+        self.audio: list[float] = []
+        self.events: list[tuple[float, dict]] = []
+        self.first_audio = asyncio.Event()
+
+    async def __aenter__(self) -> Mic:
+        await self.client.connect()
+        self._receiver = asyncio.create_task(self._receive())
+        self._t0, self._frames = time.monotonic(), 0
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.client.end_input()
+        await asyncio.wait_for(self._receiver, 120)
+        await self.client.close()
+
+    async def _receive(self) -> None:
+        async for item in self.client.messages():
             now = time.monotonic()
             if isinstance(item, ReceivedAudio):
-                log["audio"].append(now)
-                first_audio.set()
+                self.audio.append(now)
+                self.first_audio.set()
             else:
-                log["events"].append((now, item.model_dump(exclude_none=True)))
+                self.events.append((now, item.model_dump(exclude_none=True)))
                 if item.type == "input_ended":
                     return
 
-    receiver = asyncio.create_task(receive())
-    step = rate // 50
-    clock = {"t0": time.monotonic(), "frames": 0}
+    async def say(self, audio: np.ndarray) -> None:
+        for pos in range(0, len(audio), self.step):
+            await asyncio.sleep(max(0.0, self._t0 + self._frames * 0.02 - time.monotonic()))
+            self._frames += 1
+            await self.client.send_audio(audio[pos:pos + self.step])
 
-    async def stream(audio: np.ndarray) -> None:
-        """Real time on one session clock: a mic never sends faster than it hears."""
-        for pos in range(0, len(audio), step):
-            await asyncio.sleep(max(0.0, clock["t0"] + clock["frames"] * 0.02 - time.monotonic()))
-            clock["frames"] += 1
-            await client.send_audio(audio[pos:pos + step])
+    async def silence(self, seconds: float) -> None:
+        await self.say(np.zeros(int(self.rate * seconds), np.int16))
 
-    silence = np.zeros(step, np.int16)
-    await stream(first)
-    while not first_audio.is_set():
-        await stream(silence)
-    await stream(np.zeros(int(rate * 0.8), np.int16))
-    log["barge_in_sent"] = time.monotonic()
-    await stream(second)
-    await stream(np.zeros(rate * 2, np.int16))
-    await client.end_input()
-    await asyncio.wait_for(receiver, 120)
-    await client.close()
-    return log
+
+async def _barge_in(url: str, first: np.ndarray, second: np.ndarray, rate: int) -> dict:
+    """Ask, wait for the reply to be audible for 0.8 s, then speak over it."""
+    async with Mic(url, rate) as mic:
+        await mic.say(first)
+        while not mic.first_audio.is_set():
+            await mic.silence(0.02)
+        await mic.silence(0.8)
+        barge_in_sent = time.monotonic()
+        await mic.say(second)
+        await mic.silence(2.0)
+    return {"audio": mic.audio, "events": mic.events, "barge_in_sent": barge_in_sent}
 
 
 def test_barge_in_stops_audio_and_keeps_only_what_was_heard(agent_server):
@@ -184,30 +197,12 @@ def replies_by_outcome(http: str) -> dict[str, float]:
 
 async def _paused_question(url: str, parts: list[np.ndarray], pause_s: float, rate: int) -> list[tuple[float, dict]]:
     """The question in two parts with a pause shorter than the session's end-of-turn silence."""
-    client = VoiceClient(url, ClientOptions(input_codec="pcm16", input_rate_hz=rate, output_codec="pcm16",
-                                            output_rate_hz=16000, options={"vad": {"min_silence_ms": 2000}}))
-    await client.connect()
-    log: list[tuple[float, dict]] = []
-
-    async def receive() -> None:
-        async for item in client.messages():
-            if isinstance(item, ReceivedAudio):
-                log.append((time.monotonic(), {"type": "audio"}))
-            else:
-                log.append((time.monotonic(), item.model_dump(exclude_none=True)))
-                if item.type == "input_ended":
-                    return
-
-    receiver = asyncio.create_task(receive())
-    step, t0 = rate // 50, time.monotonic()
-    audio = np.concatenate([parts[0], np.zeros(int(rate * pause_s), np.int16), parts[1], np.zeros(rate * 4, np.int16)])
-    for i, pos in enumerate(range(0, len(audio), step)):
-        await asyncio.sleep(max(0.0, t0 + i * 0.02 - time.monotonic()))
-        await client.send_audio(audio[pos:pos + step])
-    await client.end_input()
-    await asyncio.wait_for(receiver, 120)
-    await client.close()
-    return log
+    async with Mic(url, rate, {"vad": {"min_silence_ms": 2000}}) as mic:
+        await mic.say(parts[0])
+        await mic.silence(pause_s)
+        await mic.say(parts[1])
+        await mic.silence(4.0)
+    return sorted([(t, {"type": "audio"}) for t in mic.audio] + mic.events, key=lambda item: item[0])
 
 
 def test_a_reply_prepared_during_a_pause_is_dropped_and_the_whole_question_answered(agent_server):

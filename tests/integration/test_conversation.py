@@ -6,6 +6,7 @@ import asyncio
 import re
 
 import pytest
+from scripted_agent import Recorder
 
 from voice.llm.base import GenerationOptions
 from voice.llm.errors import LlmError
@@ -25,17 +26,6 @@ def engines():
     yield llm, tts
     llm.close()
     tts.close()
-
-
-class Recorder:
-    def __init__(self):
-        self.frames, self.events = [], []
-
-    async def frame(self, frame):
-        self.frames.append(frame)
-
-    async def emit(self, event):
-        self.events.append(event)
 
 
 def words(text: str) -> list[str]:

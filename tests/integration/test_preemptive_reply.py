@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from scripted_agent import ScriptedLlm, booking_agent
+from scripted_agent import Recorder, ScriptedLlm, booking_agent
 
 from voice.llm.agent import Agent
 from voice.llm.base import GenerationOptions
@@ -24,20 +24,6 @@ def tts():
     engine = PiperEngine(model_path("piper-joe"))
     yield engine
     engine.close()
-
-
-class Recorder:
-    def __init__(self):
-        self.frames, self.events = [], []
-
-    async def frame(self, frame):
-        self.frames.append(frame)
-
-    async def emit(self, event):
-        self.events.append(event)
-
-    def types(self) -> list[str]:
-        return [e.type for e in self.events]
 
 
 def final_texts(rec: Recorder) -> list[tuple[int, str]]:
