@@ -306,6 +306,21 @@ async def test_bad_arguments_are_sent_back_with_the_tools_so_the_model_can_fix_t
     assert llm.requests[1][1].tools is not None and spoken == "It is 3."
 
 
+async def test_a_made_up_tool_name_gets_a_direct_answer_without_the_tools():
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return "sunny"
+
+    llm = ScriptedLlm('{"name": "add", "arguments": {"a": 2, "b": 3}}', "Two plus three is five.")
+    agent = Agent(llm, toolbox=Toolbox([get_weather]), options=AgentOptions(route_tools=False))
+    spoken, events = await say(agent, "what is two plus three")
+    assert [(e.ok, e.result["error"]) for e in events if e.type == "tool_result"] == [(False, "unknown_tool")]
+    retry_messages, retry_options = llm.requests[1]
+    assert retry_options.tools is None and "Answer the user directly" in retry_messages[-1]["content"]
+    assert spoken == "Two plus three is five."
+
+
 async def test_a_tool_used_last_turn_stays_offered_for_a_follow_up_question():
     @tool(triggers=("weather",))
     def get_weather(city: str) -> str:

@@ -230,7 +230,10 @@ def _note(outcome: ToolOutcome) -> str:
     kind, message = outcome.result.get("error"), outcome.result.get("message", "")
     if kind == "declined":
         return f"The user said no to {call}, so it was not done. Ask what they would like instead."
-    if kind in ("invalid_arguments", "unknown_tool", "ungrounded"):
+    if kind == "unknown_tool":
+        return (f"There is no tool {outcome.call.name!r}, and none is needed. Answer the user directly "
+                "in one or two short spoken sentences. Do not mention tools.")
+    if kind in ("invalid_arguments", "ungrounded"):
         return (f"Tool call {call} was not valid: {message}.\n"
                 "Call the tool again with correct arguments, or ask the user for the missing detail.")
     return (f"Tool call {call} failed: {message}.\n"
@@ -251,8 +254,10 @@ def result_messages(outcomes: list[ToolOutcome], style: ResultStyle) -> list[dic
 
 
 def needs_retry(outcomes: list[ToolOutcome]) -> bool:
-    """Offer the tools again only when the model can fix its own call (bad arguments, wrong name)."""
-    return any(o.error_kind in ("invalid_arguments", "unknown_tool") for o in outcomes)
+    """Offer the tools again only when the model can fix its own call (bad arguments). A made-up
+    tool name is not fixable: the model wanted to answer something no tool does (Qwen 0.5B calls
+    `add` for "what is two plus three" when a weather tool is offered), so it answers directly."""
+    return any(o.error_kind == "invalid_arguments" for o in outcomes)
 
 
 def to_calls(parsed: ParsedReply, first_id: str) -> list[ToolCall]:
