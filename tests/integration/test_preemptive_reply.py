@@ -153,3 +153,30 @@ def test_a_typed_turn_while_a_reply_is_prepared_replaces_it(tts):
     rec, conv = asyncio.run(run())
     assert final_texts(rec) == [(1, "Second answer.")]  # the prepared one asked the model first, then was dropped
     assert [m["content"] for m in conv.history if m["role"] == "user"] == ["second question"]
+
+
+def test_a_turn_typed_while_the_commit_is_sending_wins(tts):
+    class SlowRecorder(Recorder):
+        async def emit(self, event):
+            await asyncio.sleep(0.05)  # a slow connection: commit() yields while it sends
+            await super().emit(event)
+
+    async def run():
+        agent = Agent(ScriptedLlm("First answer is long enough.", "Second answer."))
+        rec = SlowRecorder()
+        conv = Conversation(agent.llm, tts, AudioOut("pcm16", 16000), rec.frame, rec.emit, system_prompt="",
+                            generation=GenerationOptions(), agent=agent)
+        m = TurnMetrics(0)
+        conv.prepare("first question", m)
+        await until(lambda: "first_tts_audio" in m.stamps)
+        commit = asyncio.create_task(conv.commit())
+        await asyncio.sleep(0.01)  # commit is sending the first held event
+        conv.user_said("second question", TurnMetrics(0))
+        await commit
+        await until(lambda: not conv.speaking)
+        await conv.aclose()
+        return rec, conv
+
+    rec, conv = asyncio.run(run())
+    assert final_texts(rec) == [(1, "Second answer.")]
+    assert [m["content"] for m in conv.history] == ["second question", "Second answer."]

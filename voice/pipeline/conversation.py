@@ -130,6 +130,8 @@ class Conversation:
         held = self._held
         while held:
             await self.emit(held.pop(0))  # the reply may add more meanwhile: same list, same order
+            if self._held is not held:
+                return  # cancelled while we were sending (a typed turn came in)
         self._held = self._checkpoint = None
         self.agent.may_act.set()
         self.pacer.release()
