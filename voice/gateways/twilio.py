@@ -87,8 +87,7 @@ class TwilioStream:
         self._since_mark_samples = 0
 
     async def run(self) -> None:
-        # one reader of the connection for the whole call: a second `async for` over it (and an
-        # abandoned first one being finalised later) is how messages could go missing
+        # one reader of the connection for the whole call, shared by the start wait and the bridge
         self._inbox = self._events()
         try:
             start = await asyncio.wait_for(self._wait_for_start(), self.settings.start_timeout_s)
