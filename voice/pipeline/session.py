@@ -347,9 +347,15 @@ class Session:
             speech_ms = event.end_ms - event.start_ms - 2 * pad_ms
             if self.conversation.speaking and speech_ms < self.barge_in.min_speech_ms:
                 return  # a short backchannel ("mhm") over the agent is not a new turn
-            m = TurnMetrics(0, speech_end=self._arrivals.time_of(event.end_ms - pad_ms))
+            m = self._turn_metrics(event.end_ms)
             m.stamp("final_transcript")
             self.conversation.user_said(event.text, m)
+
+    def _turn_metrics(self, end_ms: float) -> TurnMetrics:
+        """A turn's metrics, timed from the wall time its last speech sample (VAD end less the
+        padding) arrived."""
+        pad_ms = self.listener.vad_settings.speech_pad_ms if self.listener else 0
+        return TurnMetrics(0, speech_end=self._arrivals.time_of(end_ms - pad_ms))
 
     def _preempt(self, event: EarlyTranscript | EarlyDropped) -> None:
         """Preemptive reply (see voice/pipeline/conversation.py): start answering the early text
@@ -363,8 +369,7 @@ class Session:
             return
         if not self.settings.agent.preemptive_reply or self.conversation.speaking or self.conversation.prepared:
             return
-        pad_ms = self.listener.vad_settings.speech_pad_ms if self.listener else 0
-        m = TurnMetrics(0, speech_end=self._arrivals.time_of(event.end_ms - pad_ms))
+        m = self._turn_metrics(event.end_ms)
         self._prepared = (event.utterance, event.text, m)
         self.conversation.prepare(event.text, m)
         log.debug("reply prepared", extra={"session": self.id, "utterance": event.utterance})
