@@ -16,14 +16,19 @@ SENTENCES = (
 
 
 def synthesize(text: str) -> tuple[np.ndarray, int]:
-    """int16 mono audio and its sample rate (22,050 Hz for the joe voice)."""
-    from piper import PiperVoice
+    """int16 mono audio and its sample rate (22,050 Hz for the joe voice).
+
+    Noise off: Piper's VITS samples prosody noise from an unseeded generator, so the same text
+    came out different in every process, and whisper-tiny.en heard "Italian" as "it telling" in
+    some of them (a CI failure). Test input must be the same on every run.
+    """
+    from piper import PiperVoice, SynthesisConfig
 
     from voice.models import model_path
 
     path = model_path("piper-joe")
     voice = PiperVoice.load(str(path), config_path=f"{path}.json")
-    chunks = list(voice.synthesize(text))
+    chunks = list(voice.synthesize(text, SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)))
     return np.concatenate([c.audio_int16_array for c in chunks]), chunks[0].sample_rate
 
 
