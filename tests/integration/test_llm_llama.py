@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from speech_data import model_path_or_skip
@@ -127,6 +127,41 @@ async def test_two_contexts_serve_two_sessions_at_once():
         engine.close()
     assert a.deltas and b.deltas
     assert a.first_delta_s < b.end_s and b.first_delta_s < a.end_s  # the replies overlap
+
+
+async def test_a_second_context_keeps_the_plain_prompt_warm_across_a_tool_round():
+    """Tools change the system block, so with one context the plain turn after a tool round
+    evaluates its whole prompt again; with two, the tool round goes to the other context and the
+    plain turn evaluates only its new messages. Same requests on both engines, counted by llama.cpp.
+    The requests are shaped like the agent's: the tool round sees only the latest messages."""
+    weather = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    chat = [SYSTEM]
+    for question, answer in [("What is the capital of France?", "The capital of France is Paris."),
+                             ("What is it famous for?", "Paris is famous for the Eiffel Tower, the Louvre "
+                              "museum, its cafes and its long history of art and fashion."),
+                             ("How many people live there?", "About two million people live in the city "
+                              "itself, and more than twelve million in the wider region.")]:
+        chat += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    ask_rain = {"role": "user", "content": "Is it raining in Paris now?"}
+    tool_round = [SYSTEM, chat[-1], ask_rain]
+    after = [*chat, ask_rain, {"role": "assistant", "content": "No, it is sunny."},
+             {"role": "user", "content": "Thanks!"}]
+    plain, tools = replace(GREEDY, max_tokens=4), replace(GREEDY, max_tokens=4, tools=weather)
+    evaluated = {}
+    for contexts in (1, 2):
+        engine = LlamaCppEngine(model_path_or_skip("qwen2.5-coder-0.5b"), n_ctx=2048, n_threads=1,
+                                contexts=contexts)
+        try:
+            await collect(engine, chat, plain)
+            await collect(engine, tool_round, tools)
+            before = engine.prompt_tokens_evaluated()
+            await collect(engine, after, plain)
+            evaluated[contexts] = engine.prompt_tokens_evaluated() - before
+        finally:
+            engine.close()
+    assert 0 < evaluated[2] < evaluated[1] / 2, evaluated
 
 
 async def test_prompt_longer_than_the_context_is_an_llm_error_and_the_engine_survives():

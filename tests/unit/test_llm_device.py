@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from voice.llm.llama import pick_request, pick_threads, resolve_llm_device
+from voice.llm.base import GenerationOptions
+from voice.llm.llama import (
+    best_context,
+    common_prefix_len,
+    pick_request,
+    pick_threads,
+    prompt_text,
+    resolve_llm_device,
+)
 from voice.llm.openai_compat import OpenAICompatEngine
 from voice.llm.settings import LlmSettings, build_llm
 
@@ -49,31 +57,59 @@ def test_unknown_device_is_refused():
         resolve_llm_device("tpu", cuda_available=False)
 
 
-# --- pick_request: FIFO with session affinity --------------------------------------------------
+# --- pick_request: the oldest request, on the context whose KV cache fits it best -----------------
+
+SYSTEM = {"role": "system", "content": "You are a helpful voice assistant. Answer briefly."}
+WEATHER = GenerationOptions(tools=[{"type": "function", "function": {"name": "weather"}}])
+CHAT = [{"role": r, "content": f"message {i} of a conversation so far"}
+        for i, r in enumerate(["user", "assistant"] * 3)]
+PLAIN = prompt_text([SYSTEM, *CHAT], GenerationOptions())
+TOOLS = prompt_text([SYSTEM, *CHAT[-1:], {"role": "user", "content": "Rain?"}], WEATHER)
+SHORT = prompt_text([SYSTEM, {"role": "user", "content": "Hi"}], GenerationOptions())
 
 
 def test_free_worker_takes_the_oldest_request():
-    assert pick_request([None, None], worker=0, idle={0}) == 0
+    assert pick_request([PLAIN, TOOLS], worker=0, idle={0}, last_prompts=[""], last_used=[0]) == 0
 
 
 def test_nothing_queued_means_nothing_to_take():
-    assert pick_request([], worker=0, idle={0}) is None
+    assert pick_request([], worker=0, idle={0}, last_prompts=[""], last_used=[0]) is None
 
 
-def test_request_goes_back_to_its_home_worker():
-    assert pick_request([1, None], worker=1, idle={0, 1}) == 0
+def test_a_request_is_left_to_the_idle_context_that_served_its_kind_of_prompt():
+    last = [PLAIN, TOOLS]
+    assert pick_request([TOOLS], worker=0, idle={0, 1}, last_prompts=last, last_used=[2, 1]) is None
+    assert pick_request([TOOLS], worker=1, idle={0, 1}, last_prompts=last, last_used=[2, 1]) == 0
+    assert pick_request([TOOLS, PLAIN], worker=0, idle={0, 1}, last_prompts=last, last_used=[2, 1]) == 1
 
 
-def test_request_is_left_for_its_idle_home_worker():
-    assert pick_request([1, None], worker=0, idle={0, 1}) == 1
+def test_a_request_whose_best_context_is_busy_is_taken_by_any_free_one():
+    assert pick_request([TOOLS], worker=0, idle={0}, last_prompts=[PLAIN, TOOLS], last_used=[2, 1]) == 0
 
 
-def test_request_whose_home_is_busy_is_taken_by_any_free_worker():
-    assert pick_request([1], worker=0, idle={0}) == 0
+def test_the_next_plain_turn_stays_on_the_context_it_extends():
+    longer = prompt_text([SYSTEM, *CHAT, {"role": "user", "content": "And then?"}], GenerationOptions())
+    assert best_context(longer, {0, 1}, [PLAIN, TOOLS], last_used=[1, 2]) == 0
 
 
-def test_worker_waits_when_every_request_belongs_to_another_idle_worker():
-    assert pick_request([1, 1], worker=0, idle={0, 1}) is None
+def test_a_tool_round_takes_a_fresh_context_rather_than_evict_a_long_history():
+    assert best_context(TOOLS, {0, 1}, [PLAIN, ""], last_used=[1, 0]) == 1
+
+
+def test_a_tool_round_evicts_a_short_history_rather_than_evaluate_the_system_prompt_again():
+    assert best_context(TOOLS, {0, 1}, [SHORT, ""], last_used=[1, 0]) == 0
+
+
+def test_equal_costs_go_to_the_least_recently_used_context():
+    assert best_context(SHORT, {0, 1}, ["", ""], last_used=[2, 1]) == 1
+    assert best_context(SHORT, {0, 1}, ["", ""], last_used=[1, 2]) == 0
+
+
+def test_offered_tools_come_before_the_history_in_the_prompt_text():
+    """Chat templates render tools in the system block: a tools prompt must not share the history
+    prefix of a plain one with the same messages."""
+    assert common_prefix_len(PLAIN, TOOLS) == len(SYSTEM["content"]) + 1
+    assert common_prefix_len("abcdef", "abcxyz") == 3 and common_prefix_len("", "a") == 0
 
 
 # --- settings -> engine ----------------------------------------------------------------------------

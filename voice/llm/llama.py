@@ -9,10 +9,13 @@ parallel slots) when sessions overlap. Each context loads the weights again: on 
 and shared through the page cache, on a GPU every context holds its own copy in VRAM.
 
 Latency: llama-cpp-python reuses the KV cache of the longest common token prefix with the previous
-request on the same `Llama`. The system prompt is the same for every turn of every session, so it is
-evaluated once per context. With `contexts > 1`, a request may carry an `affinity` key (the session
-id): a free worker leaves such a request to the worker that served that key last when that worker is
-free too, so the session's history is also reused (`pick_request`).
+request on the same `Llama`; everything after it is evaluated again (~200 tokens/s on 2 CPU cores).
+With `contexts > 1` a free request goes to the idle context where it costs least to evaluate and
+evicts least (`best_context`, on a plain-text rendering of the prompt). So once a conversation has
+some history, a round that offers tools (a different system block) lands on the context that served
+the last such round, and the plain turn after it finds its history still warm in the other: with one
+context each switch re-evaluated the whole prompt (1.5-2 s on CPU). Waiting for a busy context that
+would fit better is never done: that could cost a whole reply, the lost prefix costs one evaluation.
 
 Cancellation: when the consumer stops iterating (aclose(), task cancellation, or a `break` followed
 by garbage collection of the generator: wrap it in `contextlib.aclosing` to make that immediate),
@@ -24,12 +27,13 @@ and takes the next request. A cancel that arrives during prompt evaluation waits
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Collection, Generator, Hashable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Collection, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -42,7 +46,6 @@ from voice.llm.errors import LlmError, check_messages
 
 log = logging.getLogger(__name__)
 
-AFFINITY_KEYS = 4096  # sessions remembered for worker affinity (least recently used dropped first)
 CLOSE_JOIN_S = 10.0  # how long close() waits for each worker to finish its token
 
 _DELTA, _END, _ERROR = "delta", "end", "error"
@@ -82,16 +85,49 @@ def pick_threads(n_threads: int, n_threads_solo: int | None, busy_batchers: int,
     return n_threads_solo
 
 
-def pick_request(homes: Sequence[int | None], worker: int, idle: Collection[int]) -> int | None:
+def prompt_text(messages: Sequence[dict[str, Any]], options: GenerationOptions) -> str:
+    """The prompt as plain text in the order chat templates render it (system text, tools, then the
+    messages): two prompts share a token prefix about as long as these texts share a prefix."""
+    first = messages[0] if messages else {}
+    system = str(first.get("content", "")) if first.get("role") == "system" else ""
+    rest = messages[1:] if system else messages
+    tools = json.dumps(options.tools, sort_keys=True) if options.tools else ""
+    return "\x00".join([system, tools, *(f"{m.get('role')}:{m.get('content')}" for m in rest)])
+
+
+def common_prefix_len(a: str, b: str) -> int:
+    """Length of the longest common prefix (binary search over slice compares: C speed)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def best_context(prompt: str, idle: Collection[int], last_prompts: Sequence[str], last_used: Sequence[int]) -> int:
+    """The idle context where `prompt` costs least: what must be evaluated (what follows the prefix it
+    shares with the context's last prompt) plus what is thrown away (the rest of that last prompt,
+    which the next request of its kind would evaluate again). Ties go to the least recently used.
+
+    So a turn that extends a context's prompt stays there, a tool round goes to a fresh context once
+    the plain history it would evict is longer than the system prompt a fresh one must evaluate."""
+    def cost(i: int) -> tuple[int, int]:
+        shared = common_prefix_len(prompt, last_prompts[i])
+        return len(prompt) - shared + len(last_prompts[i]) - shared, last_used[i]
+    return min(idle, key=cost)
+
+
+def pick_request(prompts: Sequence[str], worker: int, idle: Collection[int], last_prompts: Sequence[str],
+                 last_used: Sequence[int]) -> int | None:
     """Index of the queued request that the free `worker` should take next, or None.
 
-    `homes[i]` is the worker that last served request i's affinity key (None: no key or unknown).
-    Oldest first, except that a request whose home is another idle worker is left for that worker,
-    whose KV cache still holds the session's prefix. A request whose home is busy is taken at once:
-    waiting for the home worker could cost a whole reply, the lost prefix costs one prompt eval.
+    Oldest first, except that a request that fits another idle worker better is left to it.
     """
-    for i, home in enumerate(homes):
-        if home is None or home == worker or home not in idle:
+    for i, prompt in enumerate(prompts):
+        if best_context(prompt, idle, last_prompts, last_used) == worker:
             return i
     return None
 
@@ -102,8 +138,9 @@ class _Request:
 
     messages: list[dict[str, Any]]
     options: GenerationOptions
-    affinity: Hashable | None
+    prompt: str  # prompt_text(), for routing
     loop: asyncio.AbstractEventLoop
+    evaluated: bool = False  # reached llama.cpp (its prompt is in the context's KV cache)
     queue: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     cancelled_at: float = 0.0  # time.monotonic() of the cancel, s
@@ -152,13 +189,13 @@ class LlamaCppEngine:
         self.device, self.n_gpu_layers = resolve_llm_device(device, gpu_offload_available(), n_gpu_layers)
         self.name = f"llama.cpp:{path.name}"
         cores = os.cpu_count() or 1
-        if self.device == "cpu" and contexts * max(n_threads, n_threads_batch or 0) > cores:
+        if self.device == "cpu" and contexts * n_threads > cores:
             log.warning("%d contexts x %d threads on %d cores: llama.cpp slows down sharply when "
                         "oversubscribed (shared/notes/models.md §2)", contexts, n_threads, cores)
         self.n_ctx = n_ctx
         self.n_threads, self.n_threads_batch = n_threads, n_threads_batch or n_threads
         self.n_threads_solo = n_threads_solo if self.device == "cpu" else None
-        self._threads_in_use = [n_threads] * contexts
+        self._threads_in_use = [(n_threads, self.n_threads_batch)] * contexts
         #: ms from a consumer's cancel to its worker being free again (last cancelled request), or None.
         self.last_cancel_release_ms: float | None = None
         started = time.monotonic()
@@ -173,7 +210,8 @@ class LlamaCppEngine:
         self._cond = threading.Condition()
         self._queue: deque[_Request] = deque()
         self._idle: set[int] = set(range(contexts))
-        self._home: OrderedDict[Hashable, int] = OrderedDict()
+        self._last_prompts = [""] * contexts  # what each context evaluated last (prompt_text)
+        self._last_used = [0] * contexts       # when each context was released last (a counter)
         self._active: dict[int, _Request] = {}
         self._closed = False
         self._threads = [threading.Thread(target=self._worker, args=(i,), name=f"llama-{i}", daemon=True)
@@ -196,15 +234,16 @@ class LlamaCppEngine:
     def contexts(self) -> int:
         return len(self._llamas)
 
-    async def stream_chat(self, messages: list[dict[str, Any]], options: GenerationOptions | None = None,
-                          *, affinity: Hashable | None = None) -> AsyncIterator[str]:
-        """Text deltas of the reply. `affinity`: optional session key, see the module docstring.
+    async def stream_chat(self, messages: list[dict[str, Any]],
+                          options: GenerationOptions | None = None) -> AsyncIterator[str]:
+        """Text deltas of the reply, from the context that fits the prompt best (module docstring).
 
         Raises LlmError for a malformed request, a prompt longer than n_ctx, a llama.cpp failure
         or a closed engine.
         """
         check_messages(messages)
-        request = _Request(messages, options or GenerationOptions(), affinity, asyncio.get_running_loop())
+        options = options or GenerationOptions()
+        request = _Request(messages, options, prompt_text(messages, options), asyncio.get_running_loop())
         with self._cond:
             if self._closed:
                 raise LlmError("the llama.cpp engine is closed")
@@ -233,6 +272,10 @@ class LlamaCppEngine:
         """
         return len(self._llamas[0].tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
+    def prompt_tokens_evaluated(self) -> int:
+        """Prompt tokens llama.cpp has evaluated so far, all contexts (a cache miss costs these)."""
+        return sum(llama_cpp.llama_perf_context(llama.ctx).n_p_eval for llama in self._llamas)
+
     def close(self) -> None:
         """Fail queued requests, stop running ones at their next token, free the contexts."""
         with self._cond:
@@ -259,8 +302,8 @@ class LlamaCppEngine:
     def _next_request(self, index: int) -> _Request | None:
         with self._cond:
             while not self._closed:
-                homes = [None if r.affinity is None else self._home.get(r.affinity) for r in self._queue]
-                pos = pick_request(homes, index, self._idle)
+                pos = pick_request([r.prompt for r in self._queue], index, self._idle,
+                                   self._last_prompts, self._last_used)
                 if pos is not None:
                     request = self._queue[pos]
                     del self._queue[pos]
@@ -274,11 +317,9 @@ class LlamaCppEngine:
         with self._cond:
             self._idle.add(index)
             self._active.pop(index, None)
-            if request.affinity is not None:
-                self._home[request.affinity] = index
-                self._home.move_to_end(request.affinity)
-                while len(self._home) > AFFINITY_KEYS:
-                    self._home.popitem(last=False)
+            if request.evaluated:
+                self._last_prompts[index] = request.prompt
+                self._last_used[index] = max(self._last_used) + 1
             self._cond.notify_all()
 
     def _worker(self, index: int) -> None:
@@ -307,6 +348,7 @@ class LlamaCppEngine:
         stream: Generator[Any, None, None] | None = None
         try:
             self._pick_threads(llama, index)
+            request.evaluated = True
             stream = cast(Generator[Any, None, None], llama.create_chat_completion(
                 messages=request.messages,  # type: ignore[arg-type]
                 tools=options.tools,  # type: ignore[arg-type]
@@ -341,9 +383,13 @@ class LlamaCppEngine:
         return _END, None
 
     def _pick_threads(self, llama: llama_cpp.Llama, index: int) -> None:
-        threads = pick_threads(self.n_threads, self.n_threads_solo, busy_batchers(), len(self._active))
+        """Threads for the next token, and for the next prompt evaluation: n_threads_batch only
+        while no other context works (two contexts evaluating at once would oversubscribe)."""
+        others = len(self._active) > 1
+        threads = (pick_threads(self.n_threads, self.n_threads_solo, busy_batchers(), len(self._active)),
+                   self.n_threads if others else self.n_threads_batch)
         if threads != self._threads_in_use[index]:
-            llama_cpp.llama_set_n_threads(llama.ctx, threads, self.n_threads_batch)
+            llama_cpp.llama_set_n_threads(llama.ctx, *threads)
             self._threads_in_use[index] = threads
 
     def _after_cancel(self, request: _Request, index: int, deltas: int) -> tuple[str, Any]:
