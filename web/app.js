@@ -201,7 +201,7 @@ function onEvent(event) {
       interruptedAt = performance.now();
       speaker?.flush(); // first: the user must stop hearing the agent now
       stats.interruptions.push(event);
-      conversation.interrupted(event.turn, event.played_ms);
+      conversation.interrupted(event.turn, event.played_ms, event.heard_text ?? null);
       timeline.add("cut", "Interrupted", `turn ${event.turn} after ${formatMs(event.played_ms)} of audio`);
       setActivity("hearing", "Hearing you…");
       break;

@@ -2,6 +2,20 @@
 // the agent's reply streaming in, and where a reply was cut off by a barge-in. DOM only; the
 // app decides what happened, this decides how it looks.
 
+/**
+ * Split a reply's text into the part the user heard and the rest. The server's heard text is whole
+ * words of the reply from its start; when it does not match (text still streaming in, say), the
+ * heard text is trusted and nothing is marked unheard.
+ */
+export function splitHeard(text, heardText) {
+  const heard = heardText.trim();
+  if (!heard) return ["", text];
+  const at = text.indexOf(heard);
+  if (at < 0) return [heard, ""];
+  const end = at + heard.length;
+  return [text.slice(0, end), text.slice(end)];
+}
+
 export class ConversationView {
   /** @param {HTMLElement} list an element with role="log" */
   constructor(list, emptyHint) {
@@ -92,11 +106,21 @@ export class ConversationView {
     this.scroll();
   }
 
-  interrupted(turn, playedMs) {
+  /** `heardText`: the part the user heard (the server keeps only that); the rest is shown struck out. */
+  interrupted(turn, playedMs, heardText = null) {
     const item = this.agentBubbles.get(turn);
     if (!item) return;
     item.classList.add("cut");
     item.classList.remove("live");
+    if (heardText !== null) {
+      const p = item.querySelector(".text");
+      const [heard, unheard] = splitHeard(p.textContent, heardText);
+      const rest = document.createElement("span");
+      rest.className = "unheard";
+      rest.textContent = unheard;
+      rest.title = "generated, never played";
+      p.replaceChildren(heard, rest);
+    }
     const note = document.createElement("span");
     note.className = "note";
     note.textContent = `interrupted after ${(playedMs / 1000).toFixed(1)} s`;

@@ -178,10 +178,13 @@ def conversation(agent_server, tmp_path_factory, output_dir) -> dict[str, Any]:
         tab.page.set_viewport_size({"width": 390, "height": 844})  # a phone: the layout stacks
         tab.page.screenshot(path=str(shots / "conversation-narrow.png"), full_page=True)
         stats = tab.stats()
+        cut_bubbles = tab.page.evaluate("""[...document.querySelectorAll('.bubble.agent.cut')].map(b => ({
+            text: b.querySelector('.text').textContent,
+            unheard: b.querySelector('.unheard')?.textContent ?? null}))""")
         (shots / "conversation.json").write_text(json.dumps(summary(stats), indent=2))
     finally:
         browser.close()  # before the tests run: a second sync Playwright cannot start while one lives
-    return {"stats": stats, "console": tab.console, "server_log": agent_server.log()}
+    return {"stats": stats, "console": tab.console, "server_log": agent_server.log(), "cut_bubbles": cut_bubbles}
 
 
 def event_time(stats: dict, kind: str, after: float = 0.0) -> float:
@@ -222,6 +225,14 @@ def test_barge_in_flushes_playback_at_once(conversation):
     assert stats["flushes"] >= 1
     assert stats["discardedSamples"] > 0, "nothing was buffered when the flush came"
     assert stats["flushLatenciesMs"] and stats["flushLatenciesMs"][0] < 100, stats["flushLatenciesMs"]
+
+
+def test_the_cut_reply_shows_what_was_heard_and_strikes_the_rest(conversation):
+    heard = conversation["stats"]["interruptions"][0]["heard_text"]
+    assert heard, "the story played for over 0.5 s: some words were heard"
+    [bubble] = conversation["cut_bubbles"]
+    assert bubble["unheard"] is not None, bubble
+    assert bubble["text"].startswith(heard) and bubble["text"].endswith(bubble["unheard"]), (heard, bubble)
 
 
 def test_the_turn_after_the_barge_in_is_answered(conversation):

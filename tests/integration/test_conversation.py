@@ -59,6 +59,7 @@ def test_barge_in_keeps_only_the_heard_part_in_history(engines):
     assert len(heard) < len(words(generated)), "history holds more than was heard"
     interrupted = [e for e in rec.events if getattr(e, "type", "") == "interrupted"]
     assert interrupted and 1000 <= interrupted[0].played_ms <= 2000
+    assert interrupted[0].heard_text == conv.history[-1]["content"]  # clients show what the agent keeps
 
 
 class BrokenLlm:

@@ -148,7 +148,8 @@ async def test_a_second_context_keeps_the_plain_prompt_warm_across_a_tool_round(
     tool_round = [SYSTEM, chat[-1], ask_rain]
     after = [*chat, ask_rain, {"role": "assistant", "content": "No, it is sunny."},
              {"role": "user", "content": "Thanks!"}]
-    plain, tools = replace(GREEDY, max_tokens=4), replace(GREEDY, max_tokens=4, tools=weather)
+    plain = replace(GREEDY, max_tokens=4, conversation="s1")
+    tools = replace(plain, tools=weather)
     evaluated = {}
     for contexts in (1, 2):
         engine = LlamaCppEngine(model_path_or_skip("qwen2.5-coder-0.5b"), n_ctx=2048, n_threads=1,
@@ -225,4 +226,4 @@ async def test_solo_threads_are_used_only_while_no_other_model_work_runs():
         release.set()
         other.close()
         engine.close()
-    assert (alone, shared) == ([2], [1])
+    assert (alone, shared) == ([(2, 1)], [(1, 1)])  # (generation, prompt evaluation) threads

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from voice.llm.base import GenerationOptions
 from voice.llm.llama import (
+    CachedPrompt,
     best_context,
     common_prefix_len,
     pick_request,
@@ -68,41 +69,52 @@ TOOLS = prompt_text([SYSTEM, *CHAT[-1:], {"role": "user", "content": "Rain?"}], 
 SHORT = prompt_text([SYSTEM, {"role": "user", "content": "Hi"}], GenerationOptions())
 
 
+def caches(*prompts: str, conversation: str | None = None, used: tuple[int, ...] = ()) -> list[CachedPrompt]:
+    used = used or tuple(range(1, len(prompts) + 1))
+    return [CachedPrompt(p, conversation if p else None, u) for p, u in zip(prompts, used, strict=True)]
+
+
 def test_free_worker_takes_the_oldest_request():
-    assert pick_request([PLAIN, TOOLS], worker=0, idle={0}, last_prompts=[""], last_used=[0]) == 0
+    assert pick_request([(PLAIN, None), (TOOLS, None)], worker=0, idle={0}, caches=caches("")) == 0
 
 
 def test_nothing_queued_means_nothing_to_take():
-    assert pick_request([], worker=0, idle={0}, last_prompts=[""], last_used=[0]) is None
+    assert pick_request([], worker=0, idle={0}, caches=caches("")) is None
 
 
 def test_a_request_is_left_to_the_idle_context_that_served_its_kind_of_prompt():
-    last = [PLAIN, TOOLS]
-    assert pick_request([TOOLS], worker=0, idle={0, 1}, last_prompts=last, last_used=[2, 1]) is None
-    assert pick_request([TOOLS], worker=1, idle={0, 1}, last_prompts=last, last_used=[2, 1]) == 0
-    assert pick_request([TOOLS, PLAIN], worker=0, idle={0, 1}, last_prompts=last, last_used=[2, 1]) == 1
+    warm = caches(PLAIN, TOOLS, conversation="s1")
+    assert pick_request([(TOOLS, "s1")], worker=0, idle={0, 1}, caches=warm) is None
+    assert pick_request([(TOOLS, "s1")], worker=1, idle={0, 1}, caches=warm) == 0
+    assert pick_request([(TOOLS, "s1"), (PLAIN, "s1")], worker=0, idle={0, 1}, caches=warm) == 1
 
 
 def test_a_request_whose_best_context_is_busy_is_taken_by_any_free_one():
-    assert pick_request([TOOLS], worker=0, idle={0}, last_prompts=[PLAIN, TOOLS], last_used=[2, 1]) == 0
+    assert pick_request([(TOOLS, "s1")], worker=0, idle={0}, caches=caches(PLAIN, TOOLS, conversation="s1")) == 0
 
 
 def test_the_next_plain_turn_stays_on_the_context_it_extends():
     longer = prompt_text([SYSTEM, *CHAT, {"role": "user", "content": "And then?"}], GenerationOptions())
-    assert best_context(longer, {0, 1}, [PLAIN, TOOLS], last_used=[1, 2]) == 0
+    assert best_context(longer, "s1", {0, 1}, caches(PLAIN, TOOLS, conversation="s1", used=(1, 2))) == 0
 
 
-def test_a_tool_round_takes_a_fresh_context_rather_than_evict_a_long_history():
-    assert best_context(TOOLS, {0, 1}, [PLAIN, ""], last_used=[1, 0]) == 1
+def test_a_tool_round_takes_a_fresh_context_rather_than_evict_its_long_history():
+    assert best_context(TOOLS, "s1", {0, 1}, caches(PLAIN, "", conversation="s1")) == 1
 
 
 def test_a_tool_round_evicts_a_short_history_rather_than_evaluate_the_system_prompt_again():
-    assert best_context(TOOLS, {0, 1}, [SHORT, ""], last_used=[1, 0]) == 0
+    assert best_context(TOOLS, "s1", {0, 1}, caches(SHORT, "", conversation="s1")) == 0
+
+
+def test_a_new_conversation_reuses_a_finished_ones_system_prompt_rather_than_a_fresh_context():
+    """Another conversation's history counts nothing when evicted (it may never come back)."""
+    assert best_context(SHORT, "s2", {0, 1}, caches(PLAIN, "", conversation="s1")) == 0
+    assert best_context(SHORT, None, {0, 1}, caches(PLAIN, "", conversation="s1")) == 1  # unknown: careful
 
 
 def test_equal_costs_go_to_the_least_recently_used_context():
-    assert best_context(SHORT, {0, 1}, ["", ""], last_used=[2, 1]) == 1
-    assert best_context(SHORT, {0, 1}, ["", ""], last_used=[1, 2]) == 0
+    assert best_context(SHORT, "s1", {0, 1}, caches("", "", used=(2, 1))) == 1
+    assert best_context(SHORT, "s1", {0, 1}, caches("", "", used=(1, 2))) == 0
 
 
 def test_offered_tools_come_before_the_history_in_the_prompt_text():

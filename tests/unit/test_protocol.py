@@ -476,7 +476,7 @@ _EVENT_EXAMPLES = {
     "tool_result": {"turn": 1, "id": "c1", "ok": True, "result": ["12:00", 1]},
     "state_changed": {"state": "booking", "slots": {"date": None}},
     "turn_metrics": {"turn": 1, "stages_ms": {"asr": 120.5, "llm": 300.0}},
-    "interrupted": {"turn": 1, "played_ms": 820.0},
+    "interrupted": {"turn": 1, "played_ms": 820.0, "heard_text": "Once upon a time"},
 }  # fmt: skip
 
 

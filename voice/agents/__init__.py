@@ -8,6 +8,7 @@ agent modules load on first use) because voice.llm.flows imports voice.agents.sl
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -67,5 +68,6 @@ async def build_agent(name: str, llm: LlmEngine, settings: AgentsSettings, gener
                            tool_history=settings.tool_history)
     memory = Memory(llm, budget_tokens=settings.history_tokens, summary_tokens=settings.summary_tokens,
                     profile=profile)
+    generation = replace(generation, conversation=session_id)
     return Agent(llm, name=name, system_prompt=system_prompt, generation=generation, toolbox=Toolbox(tools),
                  flow=flow, memory=memory, options=options, on_close=on_close)

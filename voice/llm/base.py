@@ -22,6 +22,9 @@ class GenerationOptions:
     seed: int | None = None
     #: JSON-schema tool definitions rendered through the model's own chat template, if any.
     tools: list[dict[str, Any]] | None = field(default=None, hash=False)
+    #: Which conversation the request continues (the session id): an engine with several KV caches
+    #: keeps each conversation's prompt warm (LlamaCppEngine's routing); others ignore it.
+    conversation: str | None = None
 
 
 @runtime_checkable

@@ -11,7 +11,8 @@ and shared through the page cache, on a GPU every context holds its own copy in 
 Latency: llama-cpp-python reuses the KV cache of the longest common token prefix with the previous
 request on the same `Llama`; everything after it is evaluated again (~200 tokens/s on 2 CPU cores).
 With `contexts > 1` a free request goes to the idle context where it costs least to evaluate and
-evicts least (`best_context`, on a plain-text rendering of the prompt). So once a conversation has
+evicts least of its own conversation (`best_context`, on a plain-text rendering of the prompt and
+GenerationOptions.conversation). So once a conversation has
 some history, a round that offers tools (a different system block) lands on the context that served
 the last such round, and the plain turn after it finds its history still warm in the other: with one
 context each switch re-evaluated the whole prompt (1.5-2 s on CPU). Waiting for a busy context that
@@ -107,27 +108,43 @@ def common_prefix_len(a: str, b: str) -> int:
     return lo
 
 
-def best_context(prompt: str, idle: Collection[int], last_prompts: Sequence[str], last_used: Sequence[int]) -> int:
-    """The idle context where `prompt` costs least: what must be evaluated (what follows the prefix it
-    shares with the context's last prompt) plus what is thrown away (the rest of that last prompt,
-    which the next request of its kind would evaluate again). Ties go to the least recently used.
+@dataclass
+class CachedPrompt:
+    """What routing knows of a context's KV cache: the last prompt it evaluated, whose conversation
+    that was, and when the context was last released (a counter)."""
 
-    So a turn that extends a context's prompt stays there, a tool round goes to a fresh context once
-    the plain history it would evict is longer than the system prompt a fresh one must evaluate."""
+    prompt: str = ""
+    conversation: str | None = None
+    used: int = 0
+
+
+def best_context(prompt: str, conversation: str | None, idle: Collection[int],
+                 caches: Sequence[CachedPrompt]) -> int:
+    """The idle context where `prompt` costs least: what must be evaluated (what follows the prefix it
+    shares with the context's cached prompt) plus what is thrown away (the rest of that prompt, which
+    the conversation's next turn would evaluate again). Throwing away another conversation's prompt
+    counts nothing: it may never come back, and some context must hold the new one. Ties go to the
+    least recently used context.
+
+    So a turn that extends its conversation's prompt stays on that context, and a tool round goes to
+    another context once the plain history it would evict is longer than what that one must evaluate.
+    """
     def cost(i: int) -> tuple[int, int]:
-        shared = common_prefix_len(prompt, last_prompts[i])
-        return len(prompt) - shared + len(last_prompts[i]) - shared, last_used[i]
+        cached = caches[i]
+        shared = common_prefix_len(prompt, cached.prompt)
+        ours = conversation is None or cached.conversation in (None, conversation)
+        return len(prompt) - shared + (len(cached.prompt) - shared if ours else 0), cached.used
     return min(idle, key=cost)
 
 
-def pick_request(prompts: Sequence[str], worker: int, idle: Collection[int], last_prompts: Sequence[str],
-                 last_used: Sequence[int]) -> int | None:
-    """Index of the queued request that the free `worker` should take next, or None.
+def pick_request(requests: Sequence[tuple[str, str | None]], worker: int, idle: Collection[int],
+                 caches: Sequence[CachedPrompt]) -> int | None:
+    """Index of the queued (prompt, conversation) that the free `worker` should take next, or None.
 
     Oldest first, except that a request that fits another idle worker better is left to it.
     """
-    for i, prompt in enumerate(prompts):
-        if best_context(prompt, idle, last_prompts, last_used) == worker:
+    for i, (prompt, conversation) in enumerate(requests):
+        if best_context(prompt, conversation, idle, caches) == worker:
             return i
     return None
 
@@ -210,8 +227,7 @@ class LlamaCppEngine:
         self._cond = threading.Condition()
         self._queue: deque[_Request] = deque()
         self._idle: set[int] = set(range(contexts))
-        self._last_prompts = [""] * contexts  # what each context evaluated last (prompt_text)
-        self._last_used = [0] * contexts       # when each context was released last (a counter)
+        self._caches = [CachedPrompt() for _ in range(contexts)]
         self._active: dict[int, _Request] = {}
         self._closed = False
         self._threads = [threading.Thread(target=self._worker, args=(i,), name=f"llama-{i}", daemon=True)
@@ -302,8 +318,8 @@ class LlamaCppEngine:
     def _next_request(self, index: int) -> _Request | None:
         with self._cond:
             while not self._closed:
-                pos = pick_request([r.prompt for r in self._queue], index, self._idle,
-                                   self._last_prompts, self._last_used)
+                pos = pick_request([(r.prompt, r.options.conversation) for r in self._queue], index,
+                                   self._idle, self._caches)
                 if pos is not None:
                     request = self._queue[pos]
                     del self._queue[pos]
@@ -318,8 +334,8 @@ class LlamaCppEngine:
             self._idle.add(index)
             self._active.pop(index, None)
             if request.evaluated:
-                self._last_prompts[index] = request.prompt
-                self._last_used[index] = max(self._last_used) + 1
+                used = max(c.used for c in self._caches) + 1
+                self._caches[index] = CachedPrompt(request.prompt, request.options.conversation, used)
             self._cond.notify_all()
 
     def _worker(self, index: int) -> None:

@@ -175,14 +175,15 @@ class Conversation:
         if not self.speaking:
             return
         turn = self._turn
-        played_ms = self._cut_reply()
+        played_ms, heard = self._cut_reply()
         metrics.INTERRUPTIONS.inc()
-        await self.emit(msg.Interrupted(turn=turn, played_ms=played_ms))
+        await self.emit(msg.Interrupted(turn=turn, played_ms=played_ms, heard_text=heard))
         for event in self.agent.state_events():  # the flow may have stepped back
             await self.emit(event)
 
-    def _cut_reply(self) -> float:
-        """Cancel generation, drop queued audio, fix the history; returns ms of the reply heard."""
+    def _cut_reply(self) -> tuple[float, str]:
+        """Cancel generation, drop queued audio, fix the history; returns (ms of the reply heard,
+        the text heard)."""
         assert self._reply is not None
         self._reply.cancel()
         sent = self.pacer.stop()
@@ -195,7 +196,7 @@ class Conversation:
         self.agent.interrupted(heard)
         metrics.REPLIES.labels("interrupted").inc()
         self._set_speaking(False)
-        return round(max(0, played - reply_start) * 1000 / self.audio_out.sample_rate_hz, 1)
+        return round(max(0, played - reply_start) * 1000 / self.audio_out.sample_rate_hz, 1), heard
 
     async def _run_reply(self, turn: int, m: TurnMetrics) -> None:
         chunker = TextChunker(self.chunker_settings)

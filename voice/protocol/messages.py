@@ -262,11 +262,13 @@ class TurnMetrics(_Event):
 
 
 class Interrupted(_Event):
-    """The agent's reply was cut after played_ms of audio had been played."""
+    """The agent's reply was cut after played_ms of audio had been played; heard_text is the part
+    of its text that audio carried (whole words), which is what the conversation history keeps."""
 
     type: Literal["interrupted"] = "interrupted"
     turn: int
     played_ms: float
+    heard_text: str = ""
 
 
 class GenericEvent(_Event):
