@@ -12,10 +12,10 @@ Latency: llama-cpp-python reuses the KV cache of the longest common token prefix
 request on the same `Llama`; everything after it is evaluated again (~200 tokens/s on 2 CPU cores).
 With `contexts > 1` a free request goes to the idle context where it costs least to evaluate and
 evicts least of its own conversation (`best_context`, on a plain-text rendering of the prompt and
-GenerationOptions.conversation). So once a conversation has
-some history, a round that offers tools (a different system block) lands on the context that served
-the last such round, and the plain turn after it finds its history still warm in the other: with one
-context each switch re-evaluated the whole prompt (1.5-2 s on CPU). Waiting for a busy context that
+GenerationOptions.conversation). So once a conversation has some history, a round that offers tools
+(a different system block) lands on the context that served the last such round, and the plain turn
+after it finds its history still warm in the other: with one context each switch re-evaluated the
+whole prompt (1.5-2 s on CPU). Waiting for a busy context that
 would fit better is never done: that could cost a whole reply, the lost prefix costs one evaluation.
 
 Cancellation: when the consumer stops iterating (aclose(), task cancellation, or a `break` followed

@@ -28,7 +28,8 @@ class LlmSettings(BaseModel):
                                             # nothing else runs then, so it can use every core
     n_threads_solo: int | None = Field(None, ge=1)  # threads while generating with no ASR/TTS/codec
                                             # work running (None: n_threads); chosen per token
-    contexts: int = Field(1, ge=1)          # llama.cpp contexts = sessions generating at once
+    contexts: int = Field(1, ge=1)          # llama.cpp contexts: KV caches routed by prompt prefix,
+                                            # and replies generated at once
     base_url: str | None = None             # engine "openai": e.g. http://127.0.0.1:8080/v1
     api_model: str | None = None            # engine "openai": model name sent; None = `model`
     api_key: str | None = None              # engine "openai": bearer token, if the server wants one
