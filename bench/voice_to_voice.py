@@ -35,6 +35,7 @@ from voice.client import ClientOptions, ReceivedAudio, VoiceClient  # noqa: E402
 from voice.codecs.resample import resample  # noqa: E402
 
 RATE_HZ = 16000
+OUTPUT_RATE_HZ = 48000  # the reply audio the bench asks for
 FRAME = RATE_HZ // 50
 TURN_TIMEOUT_S = 30.0
 QUESTIONS = (
@@ -54,7 +55,7 @@ def speech(text: str) -> np.ndarray:
 
 async def run_session(url: str, questions: list[np.ndarray]) -> list[dict]:
     client = VoiceClient(url, ClientOptions(input_codec="opus", input_rate_hz=RATE_HZ,
-                                            output_codec="opus", output_rate_hz=48000))
+                                            output_codec="opus", output_rate_hz=OUTPUT_RATE_HZ))
     await client.connect()
     turns: list[dict] = []
     current: dict = {}
@@ -67,7 +68,7 @@ async def run_session(url: str, questions: list[np.ndarray]) -> list[dict]:
                 clock["last_audio"] = now
                 if "end_of_speech" in current:  # not the tail of the previous reply
                     current.setdefault("first_audio", now)
-                    play(current, now, len(item.samples) / 48000)
+                    play(current, now, len(item.samples) / OUTPUT_RATE_HZ)
                 continue
             kind = item.type
             if kind == "turn_metrics":

@@ -15,8 +15,8 @@ evicts least of its own conversation (`best_context`, on a plain-text rendering 
 GenerationOptions.conversation). So once a conversation has some history, a round that offers tools
 (a different system block) lands on the context that served the last such round, and the plain turn
 after it finds its history still warm in the other: with one context each switch re-evaluated the
-whole prompt (1.5-2 s on CPU). Waiting for a busy context that
-would fit better is never done: that could cost a whole reply, the lost prefix costs one evaluation.
+whole prompt (1.5-2 s on CPU). Waiting for a busy context that would fit better is never done: that
+could cost a whole reply, the lost prefix costs one evaluation.
 
 Cancellation: when the consumer stops iterating (aclose(), task cancellation, or a `break` followed
 by garbage collection of the generator: wrap it in `contextlib.aclosing` to make that immediate),
@@ -28,6 +28,7 @@ and takes the next request. A cancel that arrives during prompt evaluation waits
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -228,6 +229,7 @@ class LlamaCppEngine:
         self._queue: deque[_Request] = deque()
         self._idle: set[int] = set(range(contexts))
         self._caches = [CachedPrompt() for _ in range(contexts)]
+        self._releases = itertools.count(1)  # CachedPrompt.used
         self._active: dict[int, _Request] = {}
         self._closed = False
         self._threads = [threading.Thread(target=self._worker, args=(i,), name=f"llama-{i}", daemon=True)
@@ -334,8 +336,8 @@ class LlamaCppEngine:
             self._idle.add(index)
             self._active.pop(index, None)
             if request.evaluated:
-                used = max(c.used for c in self._caches) + 1
-                self._caches[index] = CachedPrompt(request.prompt, request.options.conversation, used)
+                self._caches[index] = CachedPrompt(request.prompt, request.options.conversation,
+                                                   next(self._releases))
             self._cond.notify_all()
 
     def _worker(self, index: int) -> None:
@@ -401,9 +403,9 @@ class LlamaCppEngine:
     def _pick_threads(self, llama: llama_cpp.Llama, index: int) -> None:
         """Threads for the next token, and for the next prompt evaluation: n_threads_batch only
         while no other context works (two contexts evaluating at once would oversubscribe)."""
-        others = len(self._active) > 1
-        threads = (pick_threads(self.n_threads, self.n_threads_solo, busy_batchers(), len(self._active)),
-                   self.n_threads if others else self.n_threads_batch)
+        generating = len(self._active)
+        threads = (pick_threads(self.n_threads, self.n_threads_solo, busy_batchers(), generating),
+                   self.n_threads if generating > 1 else self.n_threads_batch)
         if threads != self._threads_in_use[index]:
             llama_cpp.llama_set_n_threads(llama.ctx, *threads)
             self._threads_in_use[index] = threads

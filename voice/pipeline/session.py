@@ -343,8 +343,7 @@ class Session:
         elif isinstance(event, FinalTranscript) and await self._commit_prepared(event):
             return
         elif isinstance(event, FinalTranscript) and event.text:
-            pad_ms = self.listener.vad_settings.speech_pad_ms if self.listener else 0
-            speech_ms = event.end_ms - event.start_ms - 2 * pad_ms
+            speech_ms = event.end_ms - event.start_ms - 2 * self._speech_pad_ms()
             if self.conversation.speaking and speech_ms < self.barge_in.min_speech_ms:
                 return  # a short backchannel ("mhm") over the agent is not a new turn
             m = self._turn_metrics(event.end_ms)
@@ -354,8 +353,11 @@ class Session:
     def _turn_metrics(self, end_ms: float) -> TurnMetrics:
         """A turn's metrics, timed from the wall time its last speech sample (VAD end less the
         padding) arrived."""
-        pad_ms = self.listener.vad_settings.speech_pad_ms if self.listener else 0
-        return TurnMetrics(0, speech_end=self._arrivals.time_of(end_ms - pad_ms))
+        return TurnMetrics(0, speech_end=self._arrivals.time_of(end_ms - self._speech_pad_ms()))
+
+    def _speech_pad_ms(self) -> float:
+        """Silence the VAD adds at each end of an utterance (its positions include it)."""
+        return self.listener.vad_settings.speech_pad_ms if self.listener else 0
 
     def _preempt(self, event: EarlyTranscript | EarlyDropped) -> None:
         """Preemptive reply (see voice/pipeline/conversation.py): start answering the early text
