@@ -1,8 +1,8 @@
 """The agent's mind for one conversation: flow, tools, memory; one user turn in, speech and events out.
 
 The Conversation calls, per user turn: `hear(text)` (sync: the turn is in the history at once),
-then iterates `reply(turn)`, which yields text to speak (str) and protocol events (ToolCall,
-ToolResult, StateChanged) in the order they happen, then `finished(spoken)` or, on barge-in,
+then iterates `reply(turn)`, which yields text to speak (str) and events (voice.llm.events:
+ToolStarted, ToolFinished, StateChanged) in the order they happen, then `finished(spoken)` or, on barge-in,
 `interrupted(heard)`.
 
 A turn, in order:
@@ -32,15 +32,15 @@ from typing import Any
 from voice.agents.slots import normalize, parse_yes_no
 from voice.llm import toolcalls
 from voice.llm.base import GenerationOptions, LlmEngine
+from voice.llm.events import AgentEvent, StateChanged, ToolFinished, ToolStarted
 from voice.llm.flows import GO_TO_STEP, SET_SLOTS, FlowRun, FlowSpec, flow_tools
 from voice.llm.memory import Memory
 from voice.llm.toolcalls import ResultStyle, SpeechGate
 from voice.llm.tools import Tool, Toolbox, ToolCall, ToolOutcome, check_arguments, error_outcome
-from voice.protocol import messages as msg
 
 log = logging.getLogger(__name__)
 
-AgentItem = str | msg.ToolCall | msg.ToolResult | msg.StateChanged
+AgentItem = str | AgentEvent
 
 
 class _Line(str):
@@ -179,13 +179,13 @@ class Agent:
     def after_reply(self) -> None:
         self.memory.start_folding()
 
-    def state_events(self) -> list[msg.StateChanged]:
+    def state_events(self) -> list[StateChanged]:
         """A state_changed event when the state or slots differ from what clients were last told."""
         now = (self.flow.path, dict(self.flow.slots)) if self.flow else None
         if now is None or now == self._shown:
             return []
         self._shown = now
-        return [msg.StateChanged(state=now[0], slots=now[1])]
+        return [StateChanged(state=now[0], slots=now[1])]
 
     async def aclose(self) -> None:
         await self.memory.aclose()
@@ -238,7 +238,7 @@ class Agent:
         else:
             outcome = error_outcome(call, "declined", "the user said no")
             t.notes += toolcalls.result_messages([outcome], self.options.result_style)
-            yield msg.ToolResult(turn=turn, id=call.id, ok=False, result=outcome.result)
+            yield ToolFinished(turn=turn, id=call.id, ok=False, result=outcome.result)
             if self.flow and self.flow.declined(call.name):
                 for event in self.state_events():
                     yield event
@@ -330,7 +330,7 @@ class Agent:
         if isinstance(checked, ToolOutcome):
             self._last_outcomes = [checked]
             t.notes += toolcalls.result_messages([checked], self.options.result_style)
-            yield msg.ToolResult(turn=turn, id=call.id, ok=False, result=checked.result)
+            yield ToolFinished(turn=turn, id=call.id, ok=False, result=checked.result)
             return
         self._pending = checked
         t.asked_at = len(t.spoken.split())
@@ -359,7 +359,7 @@ class Agent:
         t.used |= {o.call.name for o in outcomes}
         moved = False
         for o in outcomes:
-            yield msg.ToolResult(turn=turn, id=o.call.id, ok=o.ok, result=o.result)
+            yield ToolFinished(turn=turn, id=o.call.id, ok=o.ok, result=o.result)
             tool = self.toolbox.get(o.call.name)
             if o.ok and tool is not None and tool.consequential:
                 self._journal[_key(o.call)] = o
@@ -406,10 +406,10 @@ class Agent:
         return f"call-{turn}-{self._calls}"
 
 
-def _announce(turn: int, call: ToolCall, checked: ToolCall | ToolOutcome) -> msg.ToolCall:
+def _announce(turn: int, call: ToolCall, checked: ToolCall | ToolOutcome) -> ToolStarted:
     """The tool_call event, with the arguments as the tool will see them when they are valid."""
     shown = checked if isinstance(checked, ToolCall) else call
-    return msg.ToolCall(turn=turn, id=call.id, name=call.name, arguments=shown.arguments)
+    return ToolStarted(turn=turn, id=call.id, name=call.name, arguments=shown.arguments)
 
 
 def _key(call: ToolCall) -> str:

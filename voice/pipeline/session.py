@@ -11,6 +11,7 @@ error during the handshake) close the connection with the error's code.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import time
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 
 GOING_AWAY = 1001  # WebSocket close code for a server shutdown
 NORMAL = 1000
+
+
+_WIRE_EVENTS = {"tool_call": msg.ToolCall, "tool_result": msg.ToolResult, "state_changed": msg.StateChanged}
 
 
 class _InputEndedMarker:
@@ -439,6 +443,8 @@ class Session:
         await self._send(MessageType.AUDIO, frame.payload, int(frame.flags), frame.timestamp_samples)
 
     async def _send_event(self, event: Any) -> None:
+        if dataclasses.is_dataclass(event):  # the agent's own records (voice.llm.events)
+            event = _WIRE_EVENTS[event.type](**dataclasses.asdict(event))
         event.t_ms = round((time.monotonic() - self.started) * 1000, 1)
         await self._send(MessageType.EVENT, msg.encode_event(event))
 
