@@ -24,7 +24,7 @@ from typing import Literal
 
 log = logging.getLogger(__name__)
 
-ModelKind = Literal["vad", "asr", "llm", "tts"]
+ModelKind = Literal["vad", "asr", "llm", "tts", "turn"]
 CHUNK_BYTES = 8 << 20
 
 
@@ -91,6 +91,12 @@ REGISTRY: dict[str, ModelSpec] = {
             ("silero-vad",), (Part("silero_vad", "data/silero_vad.onnx"),),
             "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3", 2_327_524,
             "silero_vad.onnx",
+        ),
+        ModelSpec(
+            "smart-turn-v3.2", "turn", "Smart Turn v3.2 end-of-turn ONNX (BSD-2), inside the pipecat-ai wheel",
+            ("pipecat-ai",), (Part("pipecat", "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"),),
+            "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f", 8_679_182,
+            "smart-turn-v3.2-cpu.onnx",
         ),
         ModelSpec(
             "whisper-tiny.en", "asr", "Whisper tiny.en, CTranslate2 fp16 (default ASR)",
