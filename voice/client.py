@@ -7,6 +7,7 @@ the server too). Audio goes out as 20 ms frames, Opus-encoded unless the session
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,7 +97,12 @@ class VoiceClient:
         self._decoder = OpusDecoder(self.opts.output_rate_hz) if self.opts.output_codec == "opus" else None
 
     async def connect(self, timeout_s: float = 15.0) -> msg.Ready:
-        """Open the WebSocket and do the handshake; raises ClientError or OSError."""
+        """Open the WebSocket and do the handshake; raises ClientError, OSError or TimeoutError.
+
+        A refusal is a ClientError with the server's code (SERVER_BUSY, AUTH_FAILED...), also when
+        the server refused before our HELLO went out: its ERROR frame is still read, else the
+        close code (4xxx) is the code.
+        """
         headers = {"Authorization": f"Bearer {self.opts.token}"} if self.opts.token else None
         try:
             self._ws = await connect(self.url, additional_headers=headers, compression=None,
@@ -105,21 +111,40 @@ class VoiceClient:
             raise ClientError(e.response.status_code, f"HTTP {e.response.status_code} from {self.url}") from None
         except InvalidURI as e:
             raise ClientError(0, f"bad URL {self.url}: {e}") from None
+        try:
+            self.ready = await asyncio.wait_for(self._handshake(), timeout_s)
+        except BaseException:
+            await self._abort()
+            raise
+        return self.ready
+
+    async def _handshake(self) -> msg.Ready:
         hello = msg.Hello(
             version=PROTOCOL_VERSION, token=self.opts.token,
             input=msg.InputFormat(codec=self.opts.input_codec, sample_rate=self.opts.input_rate_hz),
             output=msg.OutputFormat(codec=self.opts.output_codec, sample_rate=self.opts.output_rate_hz),
             options=self.opts.options, client=f"voice-cli/{__version__}",
         )
-        await self.send_frame(MessageType.HELLO, msg.encode_hello(hello))
-        frame = await asyncio.wait_for(self._recv_frame(), timeout_s)
-        if frame.type == MessageType.ERROR:
-            code, text = decode_error(frame.payload)
-            raise ClientError(code, text)
-        if frame.type != MessageType.READY:
-            raise ClientError(ErrorCode.BAD_MESSAGE, f"expected READY, got type {frame.type:#x}")
-        self.ready = msg.parse_ready(frame.payload)
-        return self.ready
+        with contextlib.suppress(ConnectionClosed):  # refused already: the ERROR waits in the queue
+            await self.send_frame(MessageType.HELLO, msg.encode_hello(hello))
+        try:
+            frame = await self._recv_frame()
+            if frame.type == MessageType.ERROR:
+                code, text = decode_error(frame.payload)
+                raise ClientError(code, text)
+            if frame.type != MessageType.READY:
+                raise ClientError(ErrorCode.BAD_MESSAGE, f"expected READY, got type {frame.type:#x}")
+            return msg.parse_ready(frame.payload)
+        except ConnectionClosed as e:
+            raise _closed_during_handshake(e) from None
+        except ProtocolError as e:
+            raise ClientError(e.code, f"bad frame from the server: {e.message}") from None
+
+    async def _abort(self) -> None:
+        """Close after a failed handshake without waiting long on a server that is gone."""
+        if self._ws is not None:
+            with contextlib.suppress(ConnectionClosed, TimeoutError, OSError):
+                await asyncio.wait_for(self._ws.close(), 2)
 
     async def send_frame(self, kind: int, payload: bytes = b"", flags: int = 0, timestamp: int = 0) -> None:
         assert self._ws is not None, "not connected"
@@ -209,6 +234,13 @@ class VoiceClient:
             await asyncio.wait_for(self._ws.close(), 5)
         except (ConnectionClosed, TimeoutError, OSError):
             pass
+
+
+def _closed_during_handshake(e: ConnectionClosed) -> ClientError:
+    """The server closed before READY without a readable ERROR: its close code says why."""
+    if e.rcvd is None:
+        return ClientError(1006, "connection lost during the handshake")
+    return ClientError(e.rcvd.code, e.rcvd.reason or "connection closed during the handshake")
 
 
 _BYE = object()

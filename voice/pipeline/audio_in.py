@@ -33,6 +33,11 @@ class AudioInput:
         return self._resampler.process(pcm) if self._resampler else pcm
 
     def flush(self) -> np.ndarray:
-        """The resampler's tail at end of input."""
-        return self._resampler.flush() if self._resampler else np.zeros(0, np.float32)
+        """The resampler's tail at end of input (end_of_input). A soxr stream is spent after its
+        last chunk, so a fresh one takes over: audio or another end_of_input may still follow."""
+        if self._resampler is None:
+            return np.zeros(0, np.float32)
+        tail = self._resampler.flush()
+        self._resampler = StreamResampler(self.sample_rate_hz, EARS_RATE_HZ)
+        return tail
 

@@ -145,13 +145,23 @@ def decode_frame(
     """Decode one whole frame (one WebSocket message). The Frame owns a copy of the payload.
 
     Check order (part of the spec): BAD_FRAME (fewer than 18 bytes), then TOO_LARGE (declared
-    length > max_payload_bytes), then LENGTH_MISMATCH (declared length != bytes present).
+    length > max_payload_bytes), then LENGTH_MISMATCH (declared length != bytes present), then
+    BAD_MESSAGE for a PING over MAX_PING_PAYLOAD_BYTES: a receiver echoes every PING it gets,
+    so the bound is enforced here, where no caller can forget it.
     """
     msg_type, flags, seq, timestamp, length = decode_header(data, max_payload_bytes=max_payload_bytes)
     present = len(data) - HEADER_SIZE
     if present != length:
         raise ProtocolError(ErrorCode.LENGTH_MISMATCH, f"header says {length} payload bytes, got {present}")
+    _check_ping(msg_type, length)
     return Frame(msg_type, flags, seq, timestamp, bytes(data[HEADER_SIZE:]))
+
+
+def _check_ping(msg_type: int, length: int) -> None:
+    if msg_type == MessageType.PING and length > MAX_PING_PAYLOAD_BYTES:
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE, f"PING payload of {length} bytes exceeds {MAX_PING_PAYLOAD_BYTES}"
+        )
 
 
 def pong_for(ping: Frame, *, seq: int, timestamp: int) -> Frame:
@@ -159,11 +169,7 @@ def pong_for(ping: Frame, *, seq: int, timestamp: int) -> Frame:
 
     A PING longer than MAX_PING_PAYLOAD_BYTES is refused (BAD_MESSAGE) rather than echoed.
     """
-    if len(ping.payload) > MAX_PING_PAYLOAD_BYTES:
-        raise ProtocolError(
-            ErrorCode.BAD_MESSAGE,
-            f"PING payload of {len(ping.payload)} bytes exceeds {MAX_PING_PAYLOAD_BYTES}",
-        )
+    _check_ping(ping.type, len(ping.payload))
     return Frame(MessageType.PONG, 0, seq, timestamp, ping.payload)
 
 

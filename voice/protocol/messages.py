@@ -2,7 +2,9 @@
 
 One class per message, a literal `type` tag, a discriminated union to parse. Parsing turns
 every failure into a ProtocolError with a short message a client developer can act on:
-BAD_JSON when the bytes are not JSON, BAD_MESSAGE when the JSON has the wrong shape.
+BAD_JSON when the bytes are not JSON (or nest deeper than MAX_JSON_DEPTH, or hold a number out
+of float range), BAD_MESSAGE when the JSON has the wrong shape or a string holds a lone
+surrogate ("invalid unicode"): see safe_json.py.
 Unknown keys are ignored everywhere so that a newer peer can add fields.
 """
 
@@ -25,12 +27,15 @@ from pydantic_core import PydanticCustomError as Invalid  # its type string pick
 
 from voice.protocol.errors import ErrorCode, ProtocolError
 from voice.protocol.frames import DEFAULT_MAX_PAYLOAD_BYTES, PROTOCOL_VERSION
+from voice.protocol.safe_json import JsonSyntaxError, JsonUnicodeError, load_json
 
 Codec = Literal["opus", "pcm16"]
 #: Opus encodes and decodes only at these rates.
 OPUS_SAMPLE_RATES_HZ: tuple[int, ...] = (8000, 12000, 16000, 24000, 48000)
 #: Inclusive range of PCM16 sample rates a peer may ask for.
 PCM16_SAMPLE_RATE_RANGE_HZ: tuple[int, int] = (8000, 48000)
+#: Largest integer a position field may carry (the frame header's u64 timestamp range).
+U64_MAX = 2**64 - 1
 _T = TypeVar("_T")
 Payload = bytes | bytearray | memoryview
 
@@ -124,8 +129,9 @@ class PlaybackMark(_Message):
     """How many output samples (at the output rate) the client has actually played."""
 
     type: Literal["playback_mark"] = "playback_mark"
-    played_samples: int = Field(ge=0)
-    segment: int | None = None
+    # u64 like the header's timestamp: a bigger int would overflow float arithmetic downstream
+    played_samples: int = Field(ge=0, le=U64_MAX)
+    segment: int | None = Field(default=None, ge=0, le=U64_MAX)
 
 
 class EndOfInput(_Message):
@@ -306,15 +312,13 @@ EVENT_TYPES: tuple[str, ...] = _tags(Event)
 
 
 # ---------------------------------------------------------------- parse / encode
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _load_object(payload: Payload, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(bytes(payload).decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as error:  # JSONDecodeError is a ValueError
+        value = load_json(payload)  # bounded depth, finite numbers, no lone surrogates
+    except JsonSyntaxError as error:
         raise ProtocolError(ErrorCode.BAD_JSON, f"{what}: {error}") from None
+    except JsonUnicodeError as error:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{what}: {error}") from None
     if not isinstance(value, dict):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"{what}: expected an object, got {type(value).__name__}")
     return value

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import numpy as np
 from voice.codecs.g711 import G711Codec
 from voice.codecs.pcm import float32_to_int16, int16_to_float32
 from voice.codecs.resample import StreamResampler
+from voice.gateways.sip.address import usable_destination
 from voice.gateways.sip.dtmf import DtmfReceiver
 from voice.gateways.sip.jitter import JitterBuffer
 from voice.gateways.sip.pacer import RtpPacer
@@ -130,6 +132,7 @@ class CallMedia(asyncio.DatagramProtocol):
         self.negotiated: Negotiated | None = None
         self.port = 0
         self._transport: asyncio.DatagramTransport | None = None
+        self._family = socket.AF_INET
         self._remote: tuple[str, int] | None = None
         self._latched = False
         self._codec: G711Codec | None = None
@@ -155,6 +158,7 @@ class CallMedia(asyncio.DatagramProtocol):
             except OSError:
                 continue
             self.port = port
+            self._family = self._transport.get_extra_info("socket").family
             return
         raise OSError(f"no free RTP port in {ports.start}-{ports.stop - 1}")
 
@@ -168,7 +172,9 @@ class CallMedia(asyncio.DatagramProtocol):
             self._stream = RtpStream(negotiated.payload_type)
         self._stream.payload_type = negotiated.payload_type
         if not self._latched:
-            self._remote = (negotiated.remote_host, negotiated.remote_port)
+            # None for what we cannot send to (a host name, port 0, another family): then we send
+            # nothing until the phone's first packet shows where it is (symmetric RTP latching)
+            self._remote = usable_destination((negotiated.remote_host, negotiated.remote_port), self._family)
 
     def start(self) -> None:
         assert self.negotiated is not None, "apply() an answer first"

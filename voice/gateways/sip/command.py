@@ -30,6 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rtp-timeout", type=float, default=30.0, help="hang up after this many s without RTP")
     p.add_argument("--max-calls", type=int, default=50)
     p.add_argument("--ring-ms", type=int, default=0, help="send 180 Ringing and answer after this many ms")
+    p.add_argument("--max-unconfirmed-calls", type=int, default=8,
+                   help="calls being set up or waiting for their ACK at once; more get 503 (default 8)")
+    p.add_argument("--t1-ms", type=int, default=500,
+                   help="SIP timer T1 (RFC 3261 §17): a call whose 200 is never ACKed ends after 64*T1")
     p.add_argument("--event-log", help="append one JSON line per call event (transcripts, agent text, stats)")
     p.set_defaults(func=run)
 
@@ -62,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.t1_ms < 1 or args.max_unconfirmed_calls < 1:
+        print("error: --t1-ms and --max-unconfirmed-calls must be at least 1", file=sys.stderr)
+        return 2
     if host in ("0.0.0.0", "::") and not args.public_host:
         print("error: --listen on all interfaces needs --public-host (the address phones can reach)",
               file=sys.stderr)
@@ -72,9 +79,11 @@ def run(args: argparse.Namespace) -> int:
         registration = RegistrationSettings(aor=args.register, password=args.password, username=args.auth_user)
         user = args.register.split(":", 1)[-1].split("@", 1)[0] or user
     settings = GatewaySettings(
-        ua=UaSettings(host=host, port=port, public_host=args.public_host, user=user, ring_ms=args.ring_ms),
+        ua=UaSettings(host=host, port=port, public_host=args.public_host, user=user, ring_ms=args.ring_ms,
+                      t1_s=args.t1_ms / 1000),
         bridge=BridgeSettings(server_url=args.server, token=args.token, agent=args.agent, codec=args.codec),
         rtp_ports=ports, rtp_timeout_s=args.rtp_timeout, max_calls=args.max_calls,
+        max_unconfirmed_calls=args.max_unconfirmed_calls,
         event_log=Path(args.event_log) if args.event_log else None, registration=registration)
     try:
         asyncio.run(serve(settings))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from voice.gateways.sip.message import ascii_int
+
 DIGITS = "0123456789*#ABCD"
 _EVENT = struct.Struct("!BBH")
 
@@ -89,6 +91,7 @@ def parse_info_body(content_type: str, body: bytes) -> str | None:
             return None
     elif ctype != "application/dtmf":
         return None
-    if text.isdigit() and len(text) <= 2 and int(text) < len(DIGITS):  # numeric event code form
-        return DIGITS[int(text)]
+    code = ascii_int(text, 2)
+    if code is not None and code < len(DIGITS):  # numeric event code form
+        return DIGITS[code]
     return text.upper() if len(text) == 1 and text.upper() in DIGITS else None

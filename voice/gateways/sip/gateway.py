@@ -1,7 +1,10 @@
 """The SIP gateway: the UA's calls, each with its RTP media and its voice-server session.
 
 Call setup: INVITE -> bind an RTP port -> SDP answer -> open the server session (HELLO/READY) ->
-200 OK. A server that cannot be reached gets the caller a 503, not a silent call. Teardown from
+200 OK. A server that cannot be reached, or refuses the session (SERVER_BUSY...), gets the caller
+a 503 with Retry-After, not a silent call, and every resource taken so far is released. The
+session is opened before the 200 so that a refusal can still be a 503; in exchange, calls that
+hold a session without an ACK are capped (`max_unconfirmed_calls`) and released at Timer H. Teardown from
 any side ends all three: the phone's BYE or CANCEL, the server ending its session (we send BYE),
 no RTP for `rtp_timeout_s` (we send BYE), the gateway stopping (BYE to every call).
 """
@@ -23,8 +26,11 @@ from voice.gateways.sip.dialog import Dialog
 from voice.gateways.sip.register import Registration, RegistrationSettings
 from voice.gateways.sip.sdp import SdpError, SessionDescription, accept_answer, answer_offer, build_offer
 from voice.gateways.sip.ua import InviteResult, SipUserAgent, UaSettings
+from voice.protocol import ErrorCode
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5  # what a 503 asks the caller to wait before trying again
 
 
 @dataclass
@@ -34,6 +40,7 @@ class GatewaySettings:
     rtp_ports: range = range(40000, 40101)
     rtp_timeout_s: float = 30.0
     max_calls: int = 50
+    max_unconfirmed_calls: int = 8   # calls set up or answered but not yet ACKed; more get 503
     event_log: Path | None = None
     registration: RegistrationSettings | None = None
 
@@ -47,6 +54,26 @@ class ActiveCall:
     answered_at_s: float = 0.0
     ended: bool = False
     task: asyncio.Task | None = None
+
+
+class _Refused(Exception):
+    """Call setup stopped; `result` is what the caller is answered."""
+
+    def __init__(self, result: InviteResult):
+        super().__init__(result.reason)
+        self.result = result
+
+
+def _unavailable(why: str) -> InviteResult:
+    """503 with Retry-After (RFC 3261 §21.5.4): the caller, or its proxy, may try again later."""
+    return InviteResult(503, f"Service Unavailable ({why})", headers=[("Retry-After", str(RETRY_AFTER_S))])
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return str(code)
 
 
 class EventLog:
@@ -76,6 +103,10 @@ class SipGateway:
         self.events = EventLog(settings.event_log)
         self.registration = Registration(self.ua, settings.registration) if settings.registration else None
         self._background: set[asyncio.Task] = set()
+        #: Calls that hold a server session but have no ACK yet: being set up, or answered and
+        #: waiting. Capped, so INVITEs that never ACK cannot hold every server session (see
+        #: docs/telephony.md, "Calls that never ACK").
+        self._unconfirmed: set[tuple[str, str, str]] = set()
 
     async def start(self) -> None:
         await self.ua.start()
@@ -108,36 +139,27 @@ class SipGateway:
         t0 = time.monotonic()
         if len(self.calls) >= self.settings.max_calls:
             return InviteResult(486, "Busy Here")
+        if len(self._unconfirmed) >= self.settings.max_unconfirmed_calls:
+            log.warning("too many calls waiting for their ACK", extra={"call_id": dialog.call_id})
+            return _unavailable("too many calls being set up")
         bridge = CallBridge(self.settings.bridge, dialog.info,
                             lambda event: self.events.write(dialog.call_id, event))
         rate = self.settings.bridge.rate_hz
         media = CallMedia(bridge.audio_from_phone, bridge.dtmf, server_in_hz=rate, server_out_hz=rate,
                           rtp_timeout_s=self.settings.rtp_timeout_s)
-        host = self.settings.ua.advertised_host
+        self._unconfirmed.add(dialog.key)  # holds a server session until the ACK (or Timer H)
         try:
-            await media.open(self.settings.ua.host, self.settings.rtp_ports)
-        except OSError as e:
-            log.warning("no RTP port", extra={"error": str(e)})
-            return InviteResult(503, "Service Unavailable (no RTP port)")
-        dialog.sdp_version = 1
-        try:
-            if offer is not None:
-                negotiated, sdp = answer_offer(offer, local_host=host, local_port=media.port,
-                                               session_id=dialog.session_id, version=dialog.sdp_version)
-                media.apply(negotiated)
-            else:  # delayed offer: ours goes in the 200, the answer comes in the ACK
-                sdp = build_offer(local_host=host, local_port=media.port, session_id=dialog.session_id,
-                                  version=dialog.sdp_version)
-        except SdpError as e:
-            await media.close()
-            return InviteResult(488, f"Not Acceptable Here ({str(e)[:40]})")
-        try:
-            await bridge.connect()
-        except (ClientError, OSError, TimeoutError) as e:
-            log.warning("voice server unavailable", extra={"error": str(e), "call_id": dialog.call_id})
+            sdp = await self._set_up(dialog, offer, media, bridge)
+        except _Refused as refused:
+            self._unconfirmed.discard(dialog.key)
             await media.close()
             await bridge.close()
-            return InviteResult(503, "Service Unavailable (voice server)")
+            return refused.result
+        except BaseException:
+            self._unconfirmed.discard(dialog.key)
+            await media.close()
+            await bridge.close()
+            raise
         bridge.attach(media)
         call = ActiveCall(dialog, media, bridge, t0, answered_at_s=time.monotonic())
         media.on_timeout = lambda: self._spawn(self._hang_up(call, "rtp timeout"))
@@ -152,7 +174,43 @@ class SipGateway:
                                            "setup_ms": round((call.answered_at_s - t0) * 1000, 1)})
         return InviteResult(200, "OK", sdp)
 
+    async def _set_up(self, dialog: Dialog, offer: SessionDescription | None, media: CallMedia,
+                      bridge: CallBridge) -> str:
+        """RTP port, SDP answer, server session, in that order; the SDP to answer with. Raises
+        _Refused with the caller's answer; the caller releases the media and the bridge."""
+        host = self.settings.ua.advertised_host
+        try:
+            await media.open(self.settings.ua.host, self.settings.rtp_ports)
+        except OSError as e:
+            log.warning("no RTP port", extra={"error": str(e)})
+            raise _Refused(_unavailable("no RTP port")) from None
+        dialog.sdp_version = 1
+        try:
+            if offer is None:  # delayed offer: ours goes in the 200, the answer comes in the ACK
+                return await self._connect(dialog, bridge, build_offer(
+                    local_host=host, local_port=media.port, session_id=dialog.session_id,
+                    version=dialog.sdp_version))
+            negotiated, sdp = answer_offer(offer, local_host=host, local_port=media.port,
+                                           session_id=dialog.session_id, version=dialog.sdp_version)
+        except SdpError as e:
+            raise _Refused(InviteResult(488, f"Not Acceptable Here ({str(e)[:40]})")) from None
+        media.apply(negotiated)
+        return await self._connect(dialog, bridge, sdp)
+
+    async def _connect(self, dialog: Dialog, bridge: CallBridge, sdp: str) -> str:
+        try:
+            await bridge.connect()
+        except ClientError as e:  # the server refused: SERVER_BUSY, SHUTTING_DOWN, AUTH_FAILED...
+            log.warning("voice server refused the call", extra={"code": e.code, "error": e.message,
+                                                                 "call_id": dialog.call_id})
+            raise _Refused(_unavailable(f"voice server: {_code_name(e.code)}")) from None
+        except (OSError, TimeoutError) as e:
+            log.warning("voice server unavailable", extra={"error": str(e), "call_id": dialog.call_id})
+            raise _Refused(_unavailable("voice server")) from None
+        return sdp
+
     def on_confirmed(self, dialog: Dialog, answer: SessionDescription | None) -> None:
+        self._unconfirmed.discard(dialog.key)
         call = self.calls.get(dialog.key)
         if call is None or answer is None or call.media.negotiated is not None:
             return
@@ -180,6 +238,7 @@ class SipGateway:
         return sdp
 
     def on_ended(self, dialog: Dialog, reason: str) -> None:
+        self._unconfirmed.discard(dialog.key)
         call = self.calls.get(dialog.key)
         if call is not None:
             self._spawn(self._finish(call, reason))

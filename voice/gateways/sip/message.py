@@ -34,6 +34,17 @@ _REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 
 
+def ascii_int(text: str, max_digits: int = 10) -> int | None:
+    """`text` as a non-negative int when it is 1..max_digits ASCII digits, else None.
+
+    Not `str.isdigit()`: that is true for "²" and "١", which int() then refuses or reads, and a
+    peer's 5,000-digit number would make int() raise too (Python's 4300-digit limit).
+    """
+    if not 0 < len(text) <= max_digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
 class SipParseError(ValueError):
     """The bytes are not a well-formed SIP message. `partial` holds what was read, or None."""
 
@@ -164,9 +175,10 @@ def _unfold(lines: list[str]) -> list[str]:
 def _parse_start_line(line: str, msg: SipMessage) -> str | None:
     parts = line.split(" ", 2)
     if parts[0] == SIP_VERSION:
-        if len(parts) < 2 or not (parts[1].isdigit() and len(parts[1]) == 3):
+        status = ascii_int(parts[1], 3) if len(parts) >= 2 and len(parts[1]) == 3 else None
+        if status is None:
             return f"bad status line {line[:60]!r}"
-        msg.status = int(parts[1])
+        msg.status = status
         msg.reason = parts[2] if len(parts) == 3 else ""
         if not 100 <= msg.status <= 699:
             return f"status code out of range: {msg.status}"
@@ -185,9 +197,9 @@ def _check_body(msg: SipMessage, body: bytes) -> str | None:
     if length is None:
         msg.body = body  # allowed over UDP: the datagram delimits the message
         return None
-    if not length.isdigit():
-        return f"bad Content-Length {length!r}"
-    n = int(length)
+    n = ascii_int(length)
+    if n is None:
+        return f"bad Content-Length {length[:20]!r}"
     if n > len(body):
         return f"body shorter ({len(body)} bytes) than Content-Length {n}"
     msg.body = body[:n]  # RFC 3261 §18.3: extra bytes after the body are discarded
@@ -205,8 +217,12 @@ def _check_request(msg: SipMessage) -> str | None:
     if method != msg.method:
         return f"CSeq method {method} does not match {msg.method}"
     max_forwards = msg.get("Max-Forwards")
-    if max_forwards is not None and not max_forwards.isdigit():
-        return f"bad Max-Forwards {max_forwards!r}"
+    if max_forwards is not None and ascii_int(max_forwards) is None:
+        return f"bad Max-Forwards {max_forwards[:20]!r}"
+    try:
+        parse_via(msg.get("Via") or "")
+    except SipParseError as e:
+        return e.reason  # a response needs a Via we can read; the 400 goes to the source address
     return None
 
 
@@ -219,9 +235,10 @@ def _check_response(msg: SipMessage) -> str | None:
 
 def parse_cseq(value: str) -> tuple[int, str]:
     parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) >= 2**31 or not _TOKEN.match(parts[1]):
-        raise SipParseError(f"bad CSeq {value!r}")
-    return int(parts[0]), parts[1]
+    number = ascii_int(parts[0]) if len(parts) == 2 else None
+    if number is None or number >= 2**31 or not _TOKEN.match(parts[1]):  # RFC 3261 §8.1.1.5: < 2**31
+        raise SipParseError(f"bad CSeq {value[:40]!r}")
+    return number, parts[1]
 
 
 def split_commas(value: str) -> list[str]:
@@ -290,12 +307,7 @@ def parse_uri(uri: str) -> SipUri:
         port_text = port_text.lstrip(":")
     else:
         host, _, port_text = hostport.partition(":")
-    if not host or (port_text and not port_text.isdigit()):
-        raise SipParseError(f"bad host or port in {uri!r}")
-    port = int(port_text) if port_text else None
-    if port is not None and not 0 < port < 65536:
-        raise SipParseError(f"port out of range in {uri!r}")
-    return SipUri(user, host, port, params)
+    return SipUri(user, _host(host, uri), _port(port_text, uri), params)
 
 
 @dataclass(frozen=True)
@@ -319,9 +331,23 @@ def parse_via(value: str) -> Via:
         port_text = port_text.lstrip(":")
     else:
         host, _, port_text = sent_by.partition(":")
-    if not host or (port_text and not port_text.strip().isdigit()):
-        raise SipParseError(f"bad Via sent-by {sent_by!r}")
-    return Via(parts[2].upper(), host, int(port_text) if port_text.strip() else None, header_params(rest))
+    return Via(parts[2].upper(), _host(host, sent_by), _port(port_text.strip(), sent_by), header_params(rest))
+
+
+def _host(host: str, where: str) -> str:
+    if not host or any(ch.isspace() or ch in "<>\"" for ch in host):
+        raise SipParseError(f"bad host in {where[:60]!r}")
+    return host
+
+
+def _port(text: str, where: str) -> int | None:
+    """None when absent; 1..65535 or SipParseError (a port a peer asks us to send to)."""
+    if not text:
+        return None
+    port = ascii_int(text, 5)
+    if port is None or not 0 < port < 65536:
+        raise SipParseError(f"bad port in {where[:60]!r}")
+    return port
 
 
 # ---------------------------------------------------------------- building

@@ -16,6 +16,7 @@ from voice.gateways.sip.digest import DigestError, authorization, parse_challeng
 from voice.gateways.sip.message import (
     SipMessage,
     SipParseError,
+    ascii_int,
     build_request,
     header_params,
     new_branch,
@@ -117,8 +118,8 @@ class Registration:
     def _granted(self, response: SipMessage, asked_s: int) -> int:
         mine = f"{self.ua.settings.advertised_host}:{self.ua.settings.port}"
         for contact in response.get_all("Contact"):
-            expires = header_params(contact).get("expires", "")
-            if mine in contact and expires.isdigit():
-                return int(expires)
-        header = response.get("Expires") or ""
-        return int(header) if header.isdigit() else asked_s
+            expires = ascii_int(header_params(contact).get("expires", ""))
+            if mine in contact and expires is not None:
+                return expires
+        header = ascii_int(response.get("Expires") or "")
+        return header if header is not None else asked_s

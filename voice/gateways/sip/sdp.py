@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from voice.gateways.sip.message import ascii_int
+
 #: Codecs by preference; name -> static payload type (RFC 3551 table 4).
 SUPPORTED_CODECS: dict[str, int] = {"PCMU": 0, "PCMA": 8}
 STATIC_PAYLOADS: dict[int, tuple[str, int]] = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
@@ -92,10 +94,10 @@ def _media_line(value: str) -> MediaDescription:
     parts = value.split()
     if len(parts) < 4:
         raise SdpError(f"bad m= line {value!r}")
-    port_text = parts[1].split("/", 1)[0]
-    if not port_text.isdigit() or int(port_text) > 65535:
-        raise SdpError(f"bad port in m= line {value!r}")
-    return MediaDescription(parts[0], int(port_text), parts[2], parts[3:])
+    port = ascii_int(parts[1].split("/", 1)[0], 5)
+    if port is None or port > 65535:
+        raise SdpError(f"bad port in m= line {value[:60]!r}")
+    return MediaDescription(parts[0], port, parts[2], parts[3:])
 
 
 def _attribute(value: str, media: MediaDescription | None, sdp: SessionDescription) -> None:
@@ -111,14 +113,16 @@ def _attribute(value: str, media: MediaDescription | None, sdp: SessionDescripti
     if name == "rtpmap":
         pt_text, _, encoding = arg.partition(" ")
         enc_parts = encoding.strip().split("/")
-        if pt_text.isdigit() and len(enc_parts) >= 2 and enc_parts[1].isdigit():
-            media.rtpmap[int(pt_text)] = (enc_parts[0], int(enc_parts[1]))
+        pt, clock_hz = ascii_int(pt_text, 3), ascii_int(enc_parts[1]) if len(enc_parts) >= 2 else None
+        if pt is not None and clock_hz is not None:
+            media.rtpmap[pt] = (enc_parts[0], clock_hz)
     elif name == "fmtp":
         pt_text, _, params = arg.partition(" ")
-        if pt_text.isdigit():
-            media.fmtp[int(pt_text)] = params.strip()
-    elif name == "ptime" and arg.strip().isdigit():
-        media.ptime_ms = int(arg.strip())
+        pt = ascii_int(pt_text, 3)
+        if pt is not None:
+            media.fmtp[pt] = params.strip()
+    elif name == "ptime" and (ptime_ms := ascii_int(arg.strip(), 5)) is not None:
+        media.ptime_ms = ptime_ms
 
 
 @dataclass(frozen=True)
@@ -172,18 +176,18 @@ def answer_offer(offer: SessionDescription, *, local_host: str, local_port: int,
 
 def _pick_codec(media: MediaDescription, codecs: tuple[str, ...]) -> tuple[str, int] | None:
     for fmt in media.formats:  # the offerer's order is its preference
-        if not fmt.isdigit():
-            continue
-        codec = media.codec_of(int(fmt))
+        pt = ascii_int(fmt, 3)
+        codec = media.codec_of(pt) if pt is not None else None
         if codec is not None and codec[0] in codecs and codec[1] == 8000:
-            return codec[0], int(fmt)
+            return codec[0], pt
     return None
 
 
 def _dtmf_type(media: MediaDescription) -> int | None:
     for fmt in media.formats:
-        if fmt.isdigit() and media.codec_of(int(fmt)) == (TELEPHONE_EVENT, 8000):
-            return int(fmt)
+        pt = ascii_int(fmt, 3)
+        if pt is not None and media.codec_of(pt) == (TELEPHONE_EVENT, 8000):
+            return pt
     return None
 
 

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from voice import __version__
+from voice.gateways.sip.address import usable_destination
 from voice.gateways.sip.message import (
     SipMessage,
     SipParseError,
@@ -57,15 +58,38 @@ class SipTransactionLayer(asyncio.DatagramProtocol):
         self._responses: dict[tuple[str, str], tuple[bytes, float]] = {}  # non-INVITE final responses
         self._clients: dict[str, asyncio.Future[SipMessage]] = {}
         self._tasks: set[asyncio.Task] = set()
-        self.stats = {"received": 0, "malformed": 0, "retransmissions_absorbed": 0}
+        self._family = socket.AF_INET
+        self._closing = False
+        self.stats = {"received": 0, "malformed": 0, "retransmissions_absorbed": 0, "unsendable": 0,
+                      "rebinds": 0}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.transport, _ = await loop.create_datagram_endpoint(
             lambda: self, local_addr=(self.settings.host, self.settings.port))
         self.settings.port = self.transport.get_extra_info("sockname")[1]  # port 0 picks a free one
+        self._family = self.transport.get_extra_info("socket").family
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The last line of defence: if asyncio ever closes the SIP socket behind our back (it does
+        when sendto raises a non-OSError), bind it again rather than answer nothing for ever."""
+        if self._closing:
+            return
+        log.error("SIP socket closed unexpectedly; binding it again", extra={"error": repr(exc)})
+        self.transport = None
+        self.stats["rebinds"] += 1
+        self._spawn(self._rebind())
+
+    async def _rebind(self, attempts: int = 20) -> None:
+        for _ in range(attempts):
+            with contextlib.suppress(OSError):
+                await self.start()
+                return
+            await asyncio.sleep(0.5)
+        log.error("could not bind the SIP socket again", extra={"port": self.settings.port})
 
     async def close(self) -> None:
+        self._closing = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -100,7 +124,7 @@ class SipTransactionLayer(asyncio.DatagramProtocol):
             partial = e.partial
             if partial is not None and partial.is_request and partial.method != "ACK" and _can_answer(partial):
                 self._stamp_via(partial, source)
-                self._send_response(partial, source, 400, f"Bad Request ({e.reason[:60]})")
+                self._send_response(partial, source, 400, f"Bad Request ({_printable(e.reason)[:60]})")
             return
         if not msg.is_request:
             self._on_response(msg)
@@ -147,8 +171,15 @@ class SipTransactionLayer(asyncio.DatagramProtocol):
     # ------------------------------------------------------------------ sending
 
     def _send_raw(self, data: bytes, address: tuple[str, int]) -> None:
-        if self.transport is not None:
-            self.transport.sendto(data, address)
+        """Every datagram leaves here, after its peer-chosen address has been checked (address.py)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        destination = usable_destination(address, self._family)
+        if destination is None:
+            self.stats["unsendable"] += 1
+            log.info("SIP: not sending to an unusable address", extra={"address": repr(address)[:80]})
+            return
+        self.transport.sendto(data, destination)
 
     def _response_address(self, request: SipMessage, source: tuple[str, int]) -> tuple[str, int]:
         """RFC 3261 §18.2.2 / RFC 3581: the source address when rport or received says so."""
@@ -181,8 +212,13 @@ class SipTransactionLayer(asyncio.DatagramProtocol):
         doubling to T2 until a final response; None after 64*T1 without one."""
         loop = asyncio.get_running_loop()
         host, port = destination
-        with contextlib.suppress(OSError):  # a host name: resolve it without blocking the loop
-            host = (await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM))[0][4][0]
+        if usable_destination(destination, self._family) is None:  # a host name: resolve it off the loop
+            try:
+                infos = await loop.getaddrinfo(host, port, family=self._family, type=socket.SOCK_DGRAM)
+            except (OSError, UnicodeError, ValueError) as e:  # ValueError: a NUL in the name
+                log.info("SIP: cannot resolve a request's destination", extra={"host": host[:80], "error": str(e)})
+                return None
+            host = infos[0][4][0]
         future: asyncio.Future[SipMessage] = loop.create_future()
         self._clients[msg.branch] = future
         data, interval = msg.to_bytes(), self.settings.t1_s
@@ -204,9 +240,11 @@ class SipTransactionLayer(asyncio.DatagramProtocol):
 
 
 def _can_answer(msg: SipMessage) -> bool:
-    """A 400 needs somewhere to go and the headers a response copies."""
-    try:
-        parse_via(msg.get("Via") or "")
-    except SipParseError:
-        return False
-    return all(msg.get(name) for name in ("From", "To", "Call-ID", "CSeq"))
+    """A 400 needs the headers a response copies; it goes to the source address when the top Via
+    cannot be read (as with rport), so a broken Via still gets its answer."""
+    return all(msg.get(name) for name in ("Via", "From", "To", "Call-ID", "CSeq"))
+
+
+def _printable(text: str) -> str:
+    """A reason phrase built from a peer's bytes, safe to put on a status line (no CR/LF/controls)."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from voice.gateways.sip.dialog import Dialog
@@ -38,11 +38,13 @@ KNOWN_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "REFER"
 
 @dataclass
 class InviteResult:
-    """The handler's answer to an INVITE: a status, and the SDP body for a 2xx."""
+    """The handler's answer to an INVITE: a status, the SDP body for a 2xx, extra headers
+    (Retry-After on a 503)."""
 
     status: int
     reason: str
     sdp: str | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 class CallHandler(Protocol):
@@ -132,6 +134,7 @@ class SipUserAgent(SipTransactionLayer):
             return
         ok = 200 <= result.status < 300
         headers = [("Contact", self.contact), ("Allow", ALLOW), ("Supported", "")] if ok else []
+        headers += result.headers
         body = (result.sdp or "").encode() if ok else b""
         tx.final_status = result.status
         tx.last = self._send_response(tx.request, tx.source, result.status, result.reason, to_tag=dialog.local_tag,
