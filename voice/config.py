@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from voice.agents.settings import AgentsSettings
+from voice.asr.endpointing import TurnSettings
 from voice.asr.streaming import AsrSettings as StreamingSettings
 from voice.asr.vad import VadSettings
 from voice.llm.settings import LlmSettings
@@ -87,6 +88,7 @@ class Settings(Strict):
     tts: TtsSettings = Field(default_factory=TtsSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     agents: AgentsSettings = Field(default_factory=AgentsSettings)  # which agent, tools, flows, memory
+    turn: TurnSettings = Field(default_factory=TurnSettings)  # end of turn: Smart Turn + words + silence
 
 
 PROFILES: dict[str, dict[str, Any]] = {

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 
 from voice import models
+from voice.asr.endpointing import TurnSettings
+from voice.asr.smart_turn import SmartTurnEngine
 from voice.asr.vad import VadEngine
 from voice.asr.whisper import WhisperEngine, resolve_device
 from voice.config import Settings
@@ -28,10 +30,12 @@ class Engines:
     asr: WhisperEngine
     llm: LlmEngine
     tts: TtsEngine
+    turn: SmartTurnEngine | None = None  # None: end of turn by words + silence only
 
     def close(self) -> None:
-        for engine in (self.vad, self.asr, self.llm, self.tts):
-            engine.close()
+        for engine in (self.vad, self.asr, self.llm, self.tts, self.turn):
+            if engine is not None:
+                engine.close()
 
 
 def load_engines(settings: Settings) -> Engines:
@@ -48,9 +52,22 @@ def load_engines(settings: Settings) -> Engines:
     )
     llm = build_llm(settings.llm)
     tts = build_tts(settings.tts)
+    turn = load_turn_engine(settings.turn)
     log.info("models loaded", extra={"seconds": round(time.monotonic() - t0, 2), "asr_device": device,
                                      "llm": settings.llm.model, "tts": settings.tts.engine})
-    return Engines(vad=vad, asr=asr, llm=llm, tts=tts)
+    return Engines(vad=vad, asr=asr, llm=llm, tts=tts, turn=turn)
+
+
+def load_turn_engine(settings: TurnSettings) -> SmartTurnEngine | None:
+    """The end-of-turn audio model, or None: the server still runs, ending turns on words + silence."""
+    if settings.model is None:
+        return None
+    try:
+        return SmartTurnEngine(models.resolve(settings.model, "turn"))
+    except Exception as exc:  # missing package, corrupt file, not an ONNX: one line, no traceback
+        hint = "" if isinstance(exc, models.ModelMissing) else " (the default ships in the pipecat-ai wheel)"
+        log.warning("end-of-turn audio model unavailable, turns end on words + silence only: %s%s", exc, hint)
+        return None
 
 
 def _cuda_available() -> bool:
