@@ -117,7 +117,10 @@ def _open_last_word(words: list[str]) -> str | None:
     """Why the last word leaves the sentence open, or None."""
     last, before = words[-1], words[-2] if len(words) > 1 else ""
     if last == "so":
-        return None if before in SO_FINAL_AFTER or before == "so" else "ends with 'so'"
+        two_back = words[-3] if len(words) > 2 else ""
+        if before in SO_FINAL_AFTER or before == "so" or (before in OBJECT_PRONOUNS and two_back in SO_FINAL_AFTER):
+            return None  # "I think so", "so so", "I told you so"
+        return "ends with 'so'"
     if last == "then" and before in ("and", "but", "so", "or"):
         return f"ends with '{before} then'"
     if last == "that" and before in ("so", "such", "now", "order"):
@@ -128,7 +131,7 @@ def _open_last_word(words: list[str]) -> str | None:
         return f"ends with '{last}'"
     if last in PREPOSITIONS:
         if last in PARTICLES and (PHRASAL_VERBS.intersection(words[-PHRASAL_WINDOW_WORDS:-1])
-                                  or before in OBJECT_PRONOUNS or before == "so"):
+                                  or (before in OBJECT_PRONOUNS and last != "by") or before == "so"):
             return None  # "turn the lights on", "let me in", "and so on"
         return f"ends with '{last}'"
     if last in AUXILIARIES:
