@@ -531,3 +531,66 @@ def test_every_tagged_json_example_in_the_spec_parses() -> None:
     for kind, body in blocks:
         message = _DOC_PARSERS[kind](body.encode())
         assert not isinstance(message, GenericEvent), body
+
+
+# ---------------------------------------------------------------- hostile JSON (issue 13)
+
+
+@pytest.mark.parametrize("parse", [parse_hello, parse_control])
+def test_json_nested_1000_deep_is_bad_json_not_a_recursion_error(parse) -> None:
+    payload = b'{"version":1,"type":"text","text":"x","options":' + b"[" * 1000 + b"]" * 1000 + b"}"
+    assert len(payload) < 2100  # the outside tester's 2 KB frame
+    with pytest.raises(ProtocolError) as caught:
+        parse(payload)
+    assert caught.value.code == ErrorCode.BAD_JSON and "deeper than 32" in caught.value.message
+
+
+def test_json_nested_32_deep_is_accepted_and_33_is_not() -> None:
+    def config(lists: int) -> bytes:  # the control object and its options object are 2 levels
+        return f'{{"type":"config","options":{{"x":{"[" * lists}{"]" * lists}}}}}'.encode()
+
+    assert isinstance(parse_control(config(30)), ConfigUpdate)
+    with pytest.raises(ProtocolError, match="deeper than 32"):
+        parse_control(config(31))
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"type":"text","text":"\\ud800"}',                      # a typed turn killed its reply task
+    b'{"type":"config","options":{"\\udfff":1}}',             # in a key
+    b'{"type":"dtmf","digits":"1","x":["a","\\udbff"]}',      # in an ignored field: still refused
+])
+def test_a_lone_surrogate_anywhere_in_a_control_is_invalid_unicode(payload: bytes) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_control(payload)
+    assert caught.value.code == ErrorCode.BAD_MESSAGE and "invalid unicode" in caught.value.message
+
+
+def test_a_lone_surrogate_in_hello_options_is_invalid_unicode() -> None:  # it crashed the session
+    with pytest.raises(ProtocolError) as caught:
+        parse_hello(b'{"version":1,"options":{"agent":"\\ud800x"}}')
+    assert caught.value.code == ErrorCode.BAD_MESSAGE and "invalid unicode" in caught.value.message
+
+
+def test_an_escaped_surrogate_pair_is_one_valid_character() -> None:
+    assert parse_control(b'{"type":"text","text":"\\ud83d\\ude00"}') == TextInput(text="\U0001f600")
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1e999"])
+def test_a_number_out_of_float_range_is_bad_json(number: bytes) -> None:  # read as inf, READY could not echo it
+    with pytest.raises(ProtocolError) as caught:
+        parse_hello(b'{"version":1,"options":{"x":' + number + b"}}")
+    assert caught.value.code == ErrorCode.BAD_JSON and "out of range" in caught.value.message
+
+
+def test_a_playback_mark_beyond_u64_is_bad_message() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_control(b'{"type":"playback_mark","played_samples":%d}' % 2**64)
+    assert caught.value.code == ErrorCode.BAD_MESSAGE
+
+
+def test_an_oversized_ping_is_refused_by_decode_frame() -> None:  # it was answered with PONG
+    with pytest.raises(ProtocolError) as caught:
+        decode_frame(encode_frame(Frame(MessageType.PING, payload=b"x" * 200)))
+    assert caught.value.code == ErrorCode.BAD_MESSAGE and "PING" in caught.value.message
+    ping = Frame(MessageType.PING, payload=b"x" * MAX_PING_PAYLOAD_BYTES)
+    assert decode_frame(encode_frame(ping)) == ping
