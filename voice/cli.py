@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_chat_parser(sub)
 
+    from voice.eval.command import add_parser as add_eval_parser
+
+    add_eval_parser(sub)
+
     md = sub.add_parser("models", help="list, check, locate or prepare the packaged models")
     md.add_argument("action", choices=["list", "check", "path", "prepare"])
     md.add_argument("name", nargs="?")

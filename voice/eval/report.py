@@ -1,0 +1,129 @@
+"""Results out: the JSON report (`--json`), the terminal table and the progress line.
+
+The JSON is the one machine-readable form (bench/eval.py writes the same shape); the terminal
+table and the HTML page (html_report.py) are views of it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import asdict
+from typing import Any, TextIO
+
+from voice.eval.evaluate import ScenarioResult, TurnResult
+from voice.eval.runner import EvalRun
+
+FORMAT = 1
+_QUIET_EVENTS = ("transcript_partial",)  # many per utterance and they say nothing the final does not
+
+
+def _events(turn: TurnResult) -> list[dict[str, Any]]:
+    return [e for e in turn.events if e["type"] not in _QUIET_EVENTS
+            and not (e["type"] == "agent_text" and not e.get("final"))]
+
+
+def turn_json(t: TurnResult) -> dict[str, Any]:
+    f = t.facts
+    return {
+        "index": t.index, "line": t.line, "kind": t.kind, "input": t.input, "status": t.status,
+        "transcript": f.transcript, "reply": f.reply, "heard_text": t.heard_text,
+        "audio_transcript": f.audio_transcript, "tools": [asdict(u) for u in f.tools], "state": f.state,
+        "slots": f.slots, "interrupted": f.interrupted, "voice_to_voice_ms": f.voice_to_voice_ms,
+        "started_s": t.started_s, "ended_s": t.ended_s, "first_audio_s": t.first_audio_s, "missing": t.missing,
+        "checks": [asdict(c) for c in t.checks], "events": _events(t),
+    }
+
+
+def scenario_json(r: ScenarioResult) -> dict[str, Any]:
+    s = r.scenario
+    return {"name": s.name, "file": str(s.path) if s.path else None, "agent": s.agent, "category": s.category,
+            "tags": s.tags, "description": s.description, "status": r.status, "error": r.error,
+            "duration_s": r.duration_s, "turns": [turn_json(t) for t in r.turns]}
+
+
+def rate(passed: int, total: int) -> float | None:
+    return round(passed / total, 4) if total else None
+
+
+def summarize(results: list[ScenarioResult]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(overall summary, per-category {scenarios, passed, pass_rate})."""
+    cats: dict[str, dict[str, Any]] = {}
+    for r in results:
+        c = cats.setdefault(r.scenario.category, {"scenarios": 0, "passed": 0})
+        c["scenarios"] += 1
+        c["passed"] += r.status == "passed"
+    for c in cats.values():
+        c["pass_rate"] = rate(c["passed"], c["scenarios"])
+    turns = [t for r in results for t in r.turns]
+    ran = [t for t in turns if t.status != "not_run"]
+    failed_checks = Counter(c.name for t in ran for c in t.failures)
+    passed = sum(r.status == "passed" for r in results)
+    summary = {"scenarios": len(results), "passed": passed, "failed": sum(r.status == "failed" for r in results),
+               "errors": sum(r.status == "error" for r in results), "pass_rate": rate(passed, len(results)),
+               "turns": len(turns), "turns_run": len(ran), "turns_passed": sum(t.status == "passed" for t in ran),
+               "turn_pass_rate": rate(sum(t.status == "passed" for t in ran), len(ran)),
+               "failed_checks": dict(failed_checks.most_common())}
+    return summary, dict(sorted(cats.items()))
+
+
+def to_json(run: EvalRun) -> dict[str, Any]:
+    summary, categories = summarize(run.results)
+    return {"tool": "voice eval", "format": FORMAT, "started": run.started, "duration_s": run.duration_s,
+            "url": run.url, "models": run.models, "server_log": run.server_log, **run.extra,
+            "summary": summary, "categories": categories, "scenarios": [scenario_json(r) for r in run.results]}
+
+
+# ---------------------------------------------------------------- terminal
+
+
+def percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def print_table(report: dict[str, Any], out: TextIO = sys.stdout, *, failures: int = 40) -> None:
+    """Pass rate per category and overall, then the failed checks (quoting the agent)."""
+    print(f"\n{'category':22} {'scenarios':>9} {'passed':>7} {'rate':>6}", file=out)
+    for name, c in report["categories"].items():
+        print(f"{name:22} {c['scenarios']:>9} {c['passed']:>7} {percent(c['pass_rate']):>6}", file=out)
+    s = report["summary"]
+    print(f"{'overall':22} {s['scenarios']:>9} {s['passed']:>7} {percent(s['pass_rate']):>6}"
+          f"   (turns {s['turns_passed']}/{s['turns_run']} passed, {percent(s['turn_pass_rate'])})", file=out)
+    if s["failed_checks"]:
+        print("failed checks: " + ", ".join(f"{k} {v}" for k, v in s["failed_checks"].items()), file=out)
+    shown = 0
+    for sc in report["scenarios"]:
+        if sc["status"] == "error":
+            print(f"ERROR {sc['name']}: {sc['error']}", file=out)
+        for t in sc["turns"]:
+            for c in (c for c in t["checks"] if not c["ok"]):
+                if shown == failures:
+                    print("... more failures in the JSON/HTML report", file=out)
+                    return
+                where = f"{sc['file']}:{t['line']}" if sc["file"] else sc["name"]
+                print(f"FAIL {sc['name']} turn {t['index'] + 1} ({where}) {c['name']}: {c['detail']}", file=out)
+                shown += 1
+
+
+class Progress:
+    """`[#####-----] 12/45 passed 7 failed 5` on a terminal (one line, redrawn); one line per
+    scenario otherwise (CI logs)."""
+
+    def __init__(self, total: int, out: TextIO = sys.stderr, width: int = 24):
+        self.total, self.out, self.width = total, out, width
+        self.done = self.passed = 0
+        self.tty = out.isatty()
+
+    def __call__(self, result: ScenarioResult) -> None:
+        self.done += 1
+        self.passed += result.status == "passed"
+        failed = self.done - self.passed
+        if self.tty:
+            filled = self.width * self.done // max(1, self.total)
+            bar = "#" * filled + "-" * (self.width - filled)
+            print(f"\r[{bar}] {self.done}/{self.total} passed {self.passed} failed {failed}  "
+                  f"{result.scenario.name[:30]:30}", end="" if self.done < self.total else "\n",
+                  file=self.out, flush=True)
+        else:
+            print(f"[{self.done}/{self.total}] {result.status:7} {result.scenario.name}"
+                  f" ({result.duration_s:.0f} s)", file=self.out, flush=True)
