@@ -239,6 +239,37 @@ async def test_malformed_request_gets_400_and_the_ua_keeps_working(rig):
     assert (await rig.peer.expect(200)).cseq == (2, "OPTIONS")
 
 
+@pytest.mark.parametrize("sent_by", ["127.0.0.1:70000", "10.1.2.3:70000", "127.0.0.1:0", "127.0.0.1:²"])
+async def test_a_via_port_no_socket_takes_gets_400_at_the_source_and_the_socket_survives(rig, sent_by):
+    # issue 13 item 1: a top Via port above 65535 without rport made sendto raise OverflowError,
+    # asyncio closed the SIP socket, and the gateway answered nothing more
+    rig.send(in_dialog("OPTIONS", "x", 1, "v1").replace(";tag=x", "").replace("127.0.0.1:PEERPORT", sent_by))
+    bad = await rig.peer.expect(400)  # answered where it came from, like rport
+    assert "port" in bad.reason
+    assert rig.ua.transport is not None and not rig.ua.transport.is_closing()
+    rig.send(in_dialog("OPTIONS", "x", 2, "v2").replace(";tag=x", ""))
+    assert (await rig.peer.expect(200)).cseq == (2, "OPTIONS")
+
+
+async def test_a_contact_host_that_cannot_be_resolved_sends_no_bye_and_raises_nothing(rig):
+    ok = await answered(rig.peer, rig.send)
+    tag = header_params(ok.get("To"))["tag"]
+    dialog = next(iter(rig.ua.dialogs.values()))
+    dialog.remote_target = "sip:phone@bad\x00host:5060"  # getaddrinfo refuses it at once (no DNS in a test)
+    rig.send(in_dialog("ACK", tag, 1, "a1"))
+    assert await rig.ua.hangup(dialog) is None
+    assert not rig.ua.transport.is_closing()
+
+
+async def test_if_asyncio_ever_closes_the_sip_socket_it_is_bound_again(rig):
+    port = rig.ua.settings.port
+    rig.ua.transport._fatal_error(OverflowError("as sendto raised it"), "simulated")  # what asyncio does
+    await asyncio.sleep(0.1)
+    assert rig.ua.stats["rebinds"] == 1 and rig.ua.settings.port == port
+    rig.send(in_dialog("OPTIONS", "x", 3, "v3").replace(";tag=x", ""))
+    assert (await rig.peer.expect(200)).cseq == (3, "OPTIONS")
+
+
 async def test_unknown_methods_get_501_and_known_unsupported_ones_405(rig):
     rig.send(in_dialog("FROBNICATE", "x", 1, "f1"))
     assert "INVITE" in (await rig.peer.expect(501)).get("Allow")

@@ -72,7 +72,7 @@ def test_dtmf_mark_and_stop_fields():
 ])
 def test_our_outbound_messages_equal_the_documented_ones(name, encoded):
     assert json.loads(encoded) == json.loads(golden(name))
-    assert list(json.loads(encoded))[0] == "event"
+    assert next(iter(json.loads(encoded))) == "event"
 
 
 def test_an_unknown_event_is_a_generic_message_to_ignore():
