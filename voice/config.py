@@ -22,6 +22,7 @@ from voice.asr.streaming import AsrSettings as StreamingSettings
 from voice.asr.vad import VadSettings
 from voice.llm.settings import LlmSettings
 from voice.pipeline.conversation import BargeInSettings
+from voice.pipeline.recording import RecordingSettings
 from voice.tts import TtsSettings
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -77,6 +78,8 @@ class AgentSettings(Strict):
     #: sent, no tool run) until the turn is confirmed and dropped if the user speaks on. Costs
     #: wasted LLM/TTS work on pauses shorter than the end-of-turn silence; saves that work's time.
     preemptive_reply: bool = True
+    #: Call recordings: stereo audio + a JSON of events per call, opt-in (voice/pipeline/recording.py).
+    recording: RecordingSettings = Field(default_factory=RecordingSettings)
 
 
 class Settings(Strict):
