@@ -17,6 +17,7 @@ apt_pkgs=(libopus0 libportaudio2)          # opuslib loads libopus via ctypes; s
 [ $want_test = 1 ] && apt_pkgs+=(pocketsphinx-testdata sox pulseaudio pulseaudio-utils libasound2-plugins)
 # tests: the browser client in real headless Chromium, and real SIP peers (UA, load tool, proxy)
 [ $want_test = 1 ] && apt_pkgs+=(chromium fonts-liberation baresip-core sip-tester kamailio)
+[ $want_test = 1 ] && apt_pkgs+=(haproxy)   # tests: two server workers behind a real load balancer (deploy/)
 [ $want_test = 1 ] && ! command -v node >/dev/null && apt_pkgs+=(nodejs)   # JavaScript protocol tests
 missing=()
 for p in "${apt_pkgs[@]}"; do

@@ -11,6 +11,9 @@ the awaiting loop with `call_soon_threadsafe`.
   that the predicted latency stays within `target_latency_ms` (when set).
 - Sizes count items, or the units that `cost(item)` gives when set (codec decoding counts frames:
   a 16-frame request costs four times a 4-frame one); `min_batch`/`max_batch` are then in units.
+- `queue_delay_ms()` says how far behind the worker is: the longest recent wait from submit to
+  the start of a request's batch (or the age of the oldest request still queued). The server's
+  admission control refuses new sessions while an engine is behind (voice/server/admission.py).
 - `busy_batchers()` counts the batchers running a batch right now (those made with
   `shares_cpu=True`: ASR, TTS, codecs, not the tiny VAD), so the llama.cpp engine can use more
   threads only while it has the CPU to itself.
@@ -36,6 +39,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 LATENCY_HISTORY = 1000  # batches kept for the p50/p95 statistics
+QUEUE_DELAY_WINDOW_S = 5.0  # queue_delay_ms() looks back this far
 
 _busy_lock = threading.Lock()
 _busy = 0
@@ -60,6 +64,30 @@ class BatcherClosed(RuntimeError):
     """The batcher was closed before this request was processed."""
 
 
+class QueueWaits:
+    """Recent queue waits of one engine, for the admission control: how long requests waited from
+    submit to the start of their work. Not thread-safe: the owner calls it under its own lock."""
+
+    def __init__(self, window_s: float = QUEUE_DELAY_WINDOW_S, keep: int = 256) -> None:
+        self.window_s = window_s
+        self._recent: deque[tuple[float, float]] = deque(maxlen=keep)  # (started at, waited ms)
+
+    def started(self, queued_at: float, now: float) -> None:
+        """A request queued at `queued_at` (time.monotonic(), s) starts its work `now`."""
+        self._recent.append((now, (now - queued_at) * 1000.0))
+
+    def seen(self, now: float) -> bool:
+        """Whether a request started in the last `window_s`."""
+        return bool(self._recent) and self._recent[-1][0] >= now - self.window_s
+
+    def delay_ms(self, now: float, oldest_queued_at: float | None) -> float:
+        """The longest wait of a request started in the last `window_s`, or the age of the oldest
+        request still queued if that is longer (a stuck worker starts nothing, yet is behind)."""
+        recent = max((ms for at, ms in self._recent if at >= now - self.window_s), default=0.0)
+        waiting = (now - oldest_queued_at) * 1000.0 if oldest_queued_at is not None else 0.0
+        return max(recent, waiting)
+
+
 @dataclass(frozen=True)
 class BatcherStats:
     """Counters since start; latencies are wall time of `process_batch` calls, in ms."""
@@ -75,6 +103,7 @@ class BatcherStats:
     per_item_ms: float
     next_batch_size: int
     units: int = 0              # sum of cost(item) over all items (== items without `cost`)
+    queue_delay_ms: float = 0.0  # queue_delay_ms() when the stats were taken
 
 
 class LatencyModel:
@@ -171,6 +200,7 @@ class AdaptiveBatcher(Generic[T, R]):
         self._model = LatencyModel()
         self._latencies_ms: deque[float] = deque(maxlen=LATENCY_HISTORY)
         self._batches = self._items = self._superseded = self._units = 0
+        self._waits = {True: QueueWaits(), False: QueueWaits()}  # by urgency
         self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -220,7 +250,22 @@ class AdaptiveBatcher(Generic[T, R]):
                 per_item_ms=per_item,
                 next_batch_size=self._next_batch_size(),
                 units=self._units,
+                queue_delay_ms=self._queue_delay_ms(),
             )
+
+    def queue_delay_ms(self) -> float:
+        """How far behind this engine is, ms (see QueueWaits.delay_ms). Urgent requests when any
+        were queued recently: bulk ones (partial transcripts, later sentences) may wait behind them
+        by design, so their wait says the engine is behind only for an engine that has no urgent
+        requests (the VAD)."""
+        with self._cond:
+            return self._queue_delay_ms()
+
+    def _queue_delay_ms(self) -> float:
+        now = time.monotonic()
+        if self._urgent or self._waits[True].seen(now):
+            return self._waits[True].delay_ms(now, self._urgent[0].queued_at if self._urgent else None)
+        return self._waits[False].delay_ms(now, self._bulk[0].queued_at if self._bulk else None)
 
     # -- queue (callers hold self._cond) ---------------------------------------------------------
 
@@ -272,6 +317,7 @@ class AdaptiveBatcher(Generic[T, R]):
         """Urgent first, then bulk, in order, up to `size` units; the first item always fits."""
         batch: list[_Pending[T, R]] = []
         units = 0
+        now = time.monotonic()
         for queue in (self._urgent, self._bulk):
             while queue:
                 need = self._units_of(queue[0])
@@ -279,6 +325,7 @@ class AdaptiveBatcher(Generic[T, R]):
                     return batch
                 units += need
                 pending = queue.popleft()
+                self._waits[pending.urgent].started(pending.queued_at, now)
                 if pending.key is not None and self._by_key.get(pending.key) is pending:
                     del self._by_key[pending.key]
                 batch.append(pending)

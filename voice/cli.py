@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_chat_parser(sub)
 
+    from voice.loadtest import add_parser as add_loadtest_parser
+
+    add_loadtest_parser(sub)
+
     from voice.eval.command import add_parser as add_eval_parser
 
     add_eval_parser(sub)

@@ -23,6 +23,7 @@ from voice.asr.vad import VadSettings
 from voice.llm.settings import LlmSettings
 from voice.pipeline.conversation import BargeInSettings
 from voice.pipeline.recording import RecordingSettings
+from voice.server.admission import AdmissionSettings
 from voice.tts import TtsSettings
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -48,6 +49,10 @@ class ServerSettings(Strict):
     drain_timeout_s: float = Field(10.0, ge=0)      # SIGTERM waits this long for in-flight turns
     max_errors: int = Field(20, ge=1)               # non-fatal protocol errors before TOO_MANY_ERRORS
     web_dir: Path = REPO_WEB_DIR                    # static files served at /
+    #: SO_REUSEPORT: several server processes listen on one port and the kernel spreads the
+    #: connections (`voice serve --workers N` sets it; so may hand-started processes).
+    reuse_port: bool = False
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)  # refuse new sessions when behind
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> ServerSettings:

@@ -6,9 +6,14 @@ start several servers in one process.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import asyncio
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, ... (read from /proc)
+ProcessCollector(registry=REGISTRY)
 
 LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
@@ -40,3 +45,33 @@ INTERRUPTIONS = Counter("voice_interruptions_total", "Agent replies cut short by
                         registry=REGISTRY)
 REPLIES = Counter("voice_replies_total", "Agent replies by outcome (done, interrupted, failed, preempted)", ["outcome"],
                   registry=REGISTRY)
+
+# --- process health: refreshed on every scrape (a leak shows as a count that only grows) ---------
+ASYNCIO_TASKS = Gauge("voice_asyncio_tasks", "asyncio tasks alive on the server's event loop", registry=REGISTRY)
+THREADS = Gauge("voice_threads", "Python threads alive in the server process", registry=REGISTRY)
+
+
+def _asyncio_tasks() -> int:
+    try:
+        return len(asyncio.all_tasks())  # /metrics is rendered on the loop (http.py)
+    except RuntimeError:  # rendered outside a running loop: nothing to count
+        return 0
+
+
+ASYNCIO_TASKS.set_function(_asyncio_tasks)
+THREADS.set_function(threading.active_count)
+
+# --- admission control (voice/server/admission.py) -----------------------------------------------
+ENGINE_QUEUE_DELAY = Gauge(
+    "voice_engine_queue_delay_seconds",
+    "Longest recent wait of a request for its engine's worker (VAD, ASR, LLM, TTS): an engine behind "
+    "real time", ["engine"], registry=REGISTRY)
+ADMISSION_LIMIT = Gauge("voice_admission_session_limit",
+                        "Sessions the admission control lets in now (learned from engine queue delays, "
+                        "at most server.max_sessions)", registry=REGISTRY)
+ADMISSION_OVERLOADED = Gauge("voice_admission_overloaded",
+                             "1 while an engine's queue delay is over server.admission.max_queue_delay_ms",
+                             registry=REGISTRY)
+ADMISSION_REFUSED = Counter("voice_admission_refused_total",
+                            "New sessions refused with SERVER_BUSY, by reason (max_sessions, capacity)",
+                            ["reason"], registry=REGISTRY)

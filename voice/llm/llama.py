@@ -42,7 +42,7 @@ from typing import Any, Literal, cast
 
 import llama_cpp
 
-from voice.batching import busy_batchers
+from voice.batching import QueueWaits, busy_batchers
 from voice.llm.base import GenerationOptions
 from voice.llm.errors import LlmError, check_messages
 
@@ -231,6 +231,7 @@ class LlamaCppEngine:
         self._caches = [CachedPrompt() for _ in range(contexts)]
         self._releases = itertools.count(1)  # CachedPrompt.used
         self._active: dict[int, _Request] = {}
+        self._waits = QueueWaits()  # request queued -> a context takes it
         self._closed = False
         self._threads = [threading.Thread(target=self._worker, args=(i,), name=f"llama-{i}", daemon=True)
                          for i in range(contexts)]
@@ -294,6 +295,13 @@ class LlamaCppEngine:
         """Prompt tokens llama.cpp has evaluated so far, all contexts (a cache miss costs these)."""
         return sum(llama_cpp.llama_perf_context(llama.ctx).n_p_eval for llama in self._llamas)
 
+    def queue_delay_ms(self) -> float:
+        """How long requests waited for a free context lately, ms (QueueWaits.delay_ms): replies
+        wait while every context is busy with other sessions' replies (admission control)."""
+        with self._cond:
+            oldest = min((r.queued_at for r in self._queue), default=None)
+            return self._waits.delay_ms(time.monotonic(), oldest)
+
     def close(self) -> None:
         """Fail queued requests, stop running ones at their next token, free the contexts."""
         with self._cond:
@@ -325,6 +333,7 @@ class LlamaCppEngine:
                 if pos is not None:
                     request = self._queue[pos]
                     del self._queue[pos]
+                    self._waits.started(request.queued_at, time.monotonic())
                     self._idle.discard(index)
                     self._active[index] = request
                     return request

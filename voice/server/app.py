@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -23,6 +24,7 @@ from voice.gateways.twilio import TWILIO_PATH, serve_twilio
 from voice.pipeline.engines import Engines
 from voice.pipeline.session import Session, reject
 from voice.protocol import HEADER_SIZE, ErrorCode
+from voice.server.admission import AdmissionControl, engine_queue_delays_ms
 from voice.server.http import HttpRoutes
 
 log = logging.getLogger(__name__)
@@ -31,9 +33,12 @@ log = logging.getLogger(__name__)
 class VoiceServer:
     """Admits connections as Sessions within the configured limits and drains them on shutdown."""
 
-    def __init__(self, settings: Settings, engines: Engines):
+    def __init__(self, settings: Settings, engines: Engines, worker: int | None = None):
         self.settings = settings
         self.engines = engines
+        self.worker = worker  # index under `voice serve --workers N` (voice/server/workers.py)
+        self.admission = AdmissionControl(settings.server.admission, settings.server.max_sessions)
+        self._admission_task: asyncio.Task | None = None
         self.sessions: set[Session] = set()
         self.draining = False
         self.started_at = time.monotonic()
@@ -55,7 +60,10 @@ class VoiceServer:
             compression=None,        # audio does not compress; deflate would only cost CPU
             ping_interval=20, ping_timeout=20, close_timeout=5,
             server_header="voice-agent",
+            reuse_port=cfg.reuse_port or None,
         )
+        self._admission_task = asyncio.create_task(self.admission.run(
+            lambda: len(self.sessions), lambda: engine_queue_delays_ms(self.engines)), name="admission")
         log.info("listening", extra={"host": cfg.host, "port": self.port})
 
     def health(self) -> dict:
@@ -63,6 +71,10 @@ class VoiceServer:
             "status": "draining" if self.draining else "ok",
             "sessions": len(self.sessions),
             "max_sessions": self.settings.server.max_sessions,
+            "admission": self.admission.state(),
+            "admitting": not self.draining and self.admission.refusal(len(self.sessions)) is None,
+            "pid": os.getpid(),
+            "worker": self.worker,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "profile": self.settings.profile,
         }
@@ -81,9 +93,8 @@ class VoiceServer:
         if self.draining:
             await reject(conn, ErrorCode.SHUTTING_DOWN, "server is shutting down")
             return
-        if len(self.sessions) >= self.settings.server.max_sessions:
-            await reject(conn, ErrorCode.SERVER_BUSY,
-                         f"server is at its limit of {self.settings.server.max_sessions} sessions")
+        if (refusal := self.admission.check(len(self.sessions))) is not None:
+            await reject(conn, ErrorCode.SERVER_BUSY, refusal.message)
             return
         session = Session(conn, self.settings, self.engines, auth_header=conn.request.headers.get("Authorization"))
         self.sessions.add(session)
@@ -109,6 +120,8 @@ class VoiceServer:
         await asyncio.gather(*(s.drain(deadline) for s in list(self.sessions)), return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+        if self._admission_task is not None:
+            self._admission_task.cancel()
         self._stopped.set()
 
     async def serve_forever(self) -> None:
@@ -119,7 +132,7 @@ class VoiceServer:
         await self._stopped.wait()
 
 
-async def run_server(settings: Settings, ready_line: bool = True) -> None:
+async def run_server(settings: Settings, ready_line: bool = True, worker: int | None = None) -> None:
     """Load engines (off the loop: model loading is blocking file I/O), serve, drain, release."""
     from voice.pipeline.engines import load_engines
 
@@ -127,7 +140,7 @@ async def run_server(settings: Settings, ready_line: bool = True) -> None:
           f"tts {settings.tts.engine})…", file=sys.stderr, flush=True)
     engines = await asyncio.to_thread(load_engines, settings)
     await warm_up(settings, engines)
-    server = VoiceServer(settings, engines)
+    server = VoiceServer(settings, engines, worker)
     try:
         await server.start()
         if ready_line:  # scripts and tests wait for this exact line

@@ -1,4 +1,10 @@
-"""Plain HTTP on the WebSocket port: /healthz, /metrics and the static browser client at /.
+"""Plain HTTP on the WebSocket port: /healthz, /readyz, /metrics and the static browser client at /.
+
+- /healthz: liveness and drain: 200 while serving, 503 (with Retry-After) while draining, so a load
+  balancer stops sending new calls to a process that is shutting down. The JSON body says more:
+  sessions, the admission state, pid and worker index.
+- /readyz: 200 only while a new session would be admitted; 503 with Retry-After while draining or
+  at capacity (for balancers that should steer new calls around a full process).
 
 websockets calls `process_request` before the upgrade; returning a Response answers the request as
 plain HTTP, returning None lets the WebSocket handshake go on (only on /ws and /).
@@ -77,15 +83,22 @@ class HttpRoutes:
             if path in WEBSOCKET_PATHS:
                 return None
             return text(HTTPStatus.NOT_FOUND, f"no WebSocket endpoint at {path}; use /ws")
-        if path == "/healthz":
-            state = self.health()
-            status = HTTPStatus.OK if state.get("status") == "ok" else HTTPStatus.SERVICE_UNAVAILABLE
-            return response(status, json.dumps(state).encode(), "application/json")
+        if path in ("/healthz", "/readyz"):
+            return self.health_response(path)
         if path == "/metrics":
             if not bearer_ok(request, self.token):
                 return text(HTTPStatus.UNAUTHORIZED, "metrics need 'Authorization: Bearer <token>'")
             return response(HTTPStatus.OK, metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
         return await self.static(path)
+
+    def health_response(self, path: str) -> Response:
+        state = self.health()
+        ok = state.get("status") == "ok" and (path == "/healthz" or state.get("admitting", True))
+        if ok:
+            return response(HTTPStatus.OK, json.dumps(state).encode(), "application/json")
+        retry_s = (state.get("admission") or {}).get("retry_after_s", 10)
+        return response(HTTPStatus.SERVICE_UNAVAILABLE, json.dumps(state).encode(), "application/json",
+                        {"Retry-After": str(retry_s)})
 
     async def static(self, path: str) -> Response:
         file = resolve_static(self.web_dir, path)
