@@ -6,8 +6,8 @@ Two signals, neither enough alone (docs/turn-taking.md):
   sentence is plainly unfinished (8 of 12 TTS-spoken first halves);
 - the words: `words_verdict(text)`, English lexical rules on the transcript so far. A sentence that
   ends in "for", "the", "and", "um" or a half-dictated phone number is unfinished whatever the
-  pitch; a trailing "?" is a strong sign of a finished question. Whisper adds a period to almost
-  everything, so a period alone proves nothing.
+  pitch; "thank you", "bye" or a bare "yes" finish it. Whisper punctuates from its language model
+  ("." on almost everything, "?" on question-shaped prefixes), so its punctuation proves nothing.
 
 Combination (`combine`): words incomplete -> incomplete, whatever the audio says; words complete ->
 the audio's odds are multiplied by 9, so only a confident "incomplete" from the audio keeps
@@ -44,8 +44,8 @@ THRESHOLD: dict[str, float] = {"low": 0.7, "medium": 0.5, "auto": 0.5, "high": 0
 #: Today's fixed VAD silence (VadSettings.min_silence_ms): mode "silence", and the wait when the
 #: words say nothing and no audio model is available (ms).
 SILENCE_ONLY_MS = 500.0
-#: Words that end a sentence multiply the audio's odds of "complete" by this (log-odds +2.2): the
-#: audio must be below ~0.1 to keep a "?"-ended turn open at threshold 0.5.
+#: Words that end a turn ("thank you", "yes") multiply the audio's odds of "complete" by this
+#: (log-odds +2.2): the audio must be below ~0.1 to keep such a turn open at threshold 0.5.
 WORDS_COMPLETE_ODDS = 9.0
 #: Words that leave the sentence open scale the audio's probability down to this fraction; the
 #: verdict is "incomplete" whatever the audio says.

@@ -4,10 +4,13 @@
 - "incomplete": the last word cannot end an English sentence (an article, a preposition, a
   conjunction, an auxiliary after a noun, a filler), the text ends in a comma / dash / ellipsis,
   the user is stalling ("let me see"), or a number is still being dictated ("my number is 5 5 5");
-- "complete": a trailing "?" or "!", a closing formula ("thank you", "bye"), or a short answer
-  ("yes", "okay");
-- "unknown": anything else. Whisper ends nearly every phrase with a period, finished or not, so a
-  period proves nothing: the audio model decides those.
+- "complete": a trailing "!", a closing formula ("thank you", "bye"), or a short answer ("yes", "okay");
+- "unknown": anything else. Whisper's punctuation comes from its language model, not from the
+  speaker: it ends nearly every phrase with a period, and a question-shaped prefix with "?"
+  (measured: "Could I get a table?" for the first words of "Could I get a table for six people on
+  Sunday evening?", bench/turn_detector.py). So "." and "?" only say the words so far parse as a
+  sentence; the audio model decides those. A "?" still keeps a stranded preposition ("What is it
+  for?") from counting as unfinished.
 
 The word lists are grammar, not tuned to any test set: closed-class words that need something
 after them. Ambiguous ones are handled by their neighbour: "it is" / "yes I would" can end a
@@ -95,7 +98,7 @@ def words_verdict(text: str) -> tuple[WordsVerdict, str]:
     if stalled := _stalling(words):
         return "incomplete", f"stalling: '{stalled}'"
     if stripped.endswith("?"):
-        return "complete", "ends with '?'"
+        return "unknown", "ends with '?' (not trusted)"
     if dictated := _dictating_number(stripped.lower()):
         return "incomplete", dictated
     if reason := _open_last_word(words):
