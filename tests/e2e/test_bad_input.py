@@ -10,12 +10,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from speech_data import librivox_clips, wer
 from websockets.exceptions import ConnectionClosed
 from wire import Neighbour, close_code, expect_error, frame, handshake, hello_payload, raw_connect, recv_frame
 
-from voice.protocol import HEADER_SIZE, ErrorCode, MessageType
+from voice.protocol import HEADER_SIZE, ErrorCode, MessageType, decode_error
 
 pytestmark = pytest.mark.e2e
 
@@ -146,3 +147,136 @@ def test_client_vanishing_mid_utterance(server, neighbour):
         time.sleep(0.2)
     assert health["sessions"] <= 1
     assert "session crashed" not in server.log()
+
+
+# ---------------------------------------------------------------------- issue 13: hostile JSON, PING, input end
+
+
+DEEP = b"[" * 1000 + b"]" * 1000  # about 2 KB: the outside tester's frame
+
+
+def test_json_nested_1000_deep_in_hello_closes_with_bad_json(server, neighbour):
+    with raw_connect(server.url) as ws:
+        ws.send(frame(MessageType.HELLO, hello_payload()[:-1] + b',"options":{"x":' + DEEP + b"}}"))
+        assert_fatal(ws, ErrorCode.BAD_JSON)
+
+
+def test_json_nested_1000_deep_in_control_is_bad_json_and_the_session_goes_on(server, neighbour):
+    with raw_connect(server.url) as ws:
+        handshake(ws)
+        ws.send(frame(MessageType.CONTROL, b'{"type":"config","options":{"x":' + DEEP + b"}}"))
+        got, message = expect_error(ws)
+        assert got == ErrorCode.BAD_JSON and "deeper" in message
+        ws.send(frame(MessageType.PING, b"alive"))
+        assert recv_frame(ws).payload == b"alive"
+
+
+def test_a_lone_surrogate_in_hello_options_closes_with_bad_message(server, neighbour):
+    with raw_connect(server.url) as ws:
+        ws.send(frame(MessageType.HELLO, hello_payload(options={"agent": "\ud800"})))  # json.dumps escapes it
+        got, message = expect_error(ws)
+        assert got == ErrorCode.BAD_MESSAGE and "invalid unicode" in message
+        assert close_code(ws) == ErrorCode.BAD_MESSAGE
+
+
+def test_a_lone_surrogate_in_a_typed_turn_is_bad_message_and_the_next_turn_is_answered(server, neighbour):
+    with raw_connect(server.url) as ws:
+        handshake(ws)
+        ws.send(frame(MessageType.CONTROL, json.dumps({"type": "text", "text": "hi \udc00"}).encode()))
+        got, message = expect_error(ws)
+        assert got == ErrorCode.BAD_MESSAGE and "invalid unicode" in message
+        ws.send(frame(MessageType.CONTROL, json.dumps({"type": "text", "text": "Say hello."}).encode()))
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # the reply task of this session still works
+            f = recv_frame(ws, timeout_s=90)
+            if f.type == MessageType.EVENT and json.loads(f.payload).get("type") == "agent_text":
+                break
+        else:
+            raise AssertionError("no agent_text after the valid typed turn")
+
+
+def test_an_oversized_ping_is_bad_message_and_not_answered(server, neighbour):
+    with raw_connect(server.url) as ws:
+        handshake(ws)
+        ws.send(frame(MessageType.PING, b"x" * 200))
+        assert expect_error(ws)[0] == ErrorCode.BAD_MESSAGE
+        ws.send(frame(MessageType.PING, b"y" * 125))
+        pong = recv_frame(ws)
+        while pong.type == MessageType.EVENT:
+            pong = recv_frame(ws)
+        assert pong.type == MessageType.PONG and pong.payload == b"y" * 125  # no PONG for the 200 bytes
+
+
+@pytest.mark.parametrize(("codec", "rate_hz"), [("opus", 48000), ("pcm16", 8000), ("pcm16", 48000)])
+def test_audio_and_a_second_end_of_input_after_end_of_input_are_handled(server, codec, rate_hz):
+    # a resampled input crashed the session here ("Input after last input") with close 1000 and no ERROR
+    from voice.codecs.opus import OpusEncoder
+
+    encoder = OpusEncoder(rate_hz, frame_ms=20) if codec == "opus" else None
+    silence = np.zeros(rate_hz // 50, np.int16)
+    chunk = encoder.encode(silence) if encoder else silence.tobytes()
+    with raw_connect(server.url) as ws:
+        handshake(ws, input={"codec": codec, "sample_rate": rate_hz})
+        for _ in range(3):
+            for i in range(10):
+                ws.send(frame(MessageType.AUDIO, chunk, timestamp=i * len(silence)))
+            ws.send(frame(MessageType.CONTROL, b'{"type":"end_of_input"}'))
+            ws.send(frame(MessageType.CONTROL, b'{"type":"end_of_input"}'))
+            for _ in range(2):
+                assert next_event(ws, "input_ended")
+        ws.send(frame(MessageType.PING, b"still here"))
+        assert recv_frame(ws).payload == b"still here"
+
+
+def next_event(ws, kind: str, timeout_s: float = 30) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        f = recv_frame(ws, timeout_s=timeout_s)
+        assert f.type != MessageType.ERROR, decode_error(f.payload)
+        if f.type == MessageType.EVENT and (event := json.loads(f.payload))["type"] == kind:
+            return event
+    raise AssertionError(f"no {kind} event")
+
+
+def test_a_refusal_before_hello_is_a_client_error_with_server_busy(server):
+    # issue 13 item 5: connect() raised ConnectionClosedError when SERVER_BUSY came before HELLO went out
+    import asyncio
+
+    from voice.client import ClientError, VoiceClient
+
+    limit = json.load(urllib.request.urlopen(f"{server.http}/healthz"))["max_sessions"]
+    with contextlib.ExitStack() as stack:
+        for _ in range(limit):
+            ws = stack.enter_context(raw_connect(server.url))
+            ws.send(frame(MessageType.HELLO, hello_payload()))
+            if recv_frame(ws).type != MessageType.READY:
+                break  # admission control may refuse before max_sessions: the server is full either way
+
+        async def connect_slowly() -> None:
+            client = VoiceClient(server.url)
+            send_frame = client.send_frame
+
+            async def late(*args, **kwargs):
+                await asyncio.sleep(0.3)  # the refusal arrives before our HELLO leaves
+                await send_frame(*args, **kwargs)
+
+            client.send_frame = late
+            await client.connect(timeout_s=10)
+
+        with pytest.raises(ClientError) as caught:
+            asyncio.run(connect_slowly())
+        assert caught.value.code == ErrorCode.SERVER_BUSY
+
+
+def test_twilio_messages_of_the_wrong_shape_end_the_stream_with_1008_not_a_crash(server):
+    # issue 13 item 8: `media` as a string, `dtmf` as a number, `start` as a string
+    start = {"event": "start", "streamSid": "MZ1", "start": {"streamSid": "MZ1", "callSid": "CA1",
+             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}
+    bad = [{"event": "media", "media": "AAAA"}, {"event": "dtmf", "dtmf": 5}, {"event": "start", "start": "x"}]
+    with raw_connect(server.url.removesuffix("/ws") + "/twilio") as ws:
+        ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        ws.send(json.dumps(start))
+        for i in range(40):
+            ws.send(json.dumps(bad[i % 3]))
+        assert close_code(ws) == 1008
+    assert "Traceback" not in server.log()
