@@ -9,6 +9,7 @@ import pytest
 from scripted_agent import ScriptedLlm, booking_agent
 
 from voice.agents import booking
+from voice.llm import replies
 from voice.llm.agent import Agent, AgentOptions
 from voice.llm.flows import FlowError, FlowRun, FlowSpec, load_flow
 from voice.llm.tools import Toolbox, tool
@@ -271,54 +272,69 @@ async def test_a_slow_tool_gets_a_filler_line_before_its_answer(tmp_path):
         return "found"
 
     llm = ScriptedLlm('{"name": "slow_lookup", "arguments": {"q": "x"}}', "Here it is.")
-    agent = Agent(llm, toolbox=Toolbox([slow_lookup]), options=AgentOptions(filler_after_s=0.05))
+    agent = Agent(llm, toolbox=Toolbox([slow_lookup]), options=AgentOptions(filler_after_s=0.05, call_filler=""))
     spoken, _ = await say(agent, "look it up")
     assert spoken == "One moment. Here it is."
 
 
-async def test_a_tool_timeout_goes_back_to_the_model_as_an_error_it_can_apologise_for():
+async def test_a_call_filler_is_said_as_soon_as_the_model_starts_a_call_and_replaces_the_slow_filler():
+    @tool(timeout_s=2)
+    async def slow_lookup(q: str) -> str:
+        """Look something up."""
+        await asyncio.sleep(0.3)
+        return "found"
+
+    llm = ScriptedLlm('{"name": "slow_lookup", "arguments": {"q": "x"}}', "Here it is.")
+    agent = Agent(llm, toolbox=Toolbox([slow_lookup]), options=AgentOptions(filler_after_s=0.05))
+    agent.hear("look it up")
+    items = [item async for item in agent.reply(1)]
+    first_event = next(i for i, x in enumerate(items) if not isinstance(x, str))
+    assert items[0] == "Let me check." and first_event > 0  # before the tool_call event: the call was still written
+    assert "".join(x for x in items if isinstance(x, str)) == "Let me check. Here it is."
+
+
+async def test_a_tool_timeout_gets_a_fixed_apology_and_no_second_model_round():
     @tool(timeout_s=0.05)
     async def hang() -> str:
         """Never answers."""
         await asyncio.sleep(10)
         return ""
 
-    llm = ScriptedLlm('{"name": "hang", "arguments": {}}', "Sorry, that did not work.")
+    llm = ScriptedLlm('{"name": "hang", "arguments": {}}', "It worked!")
     agent = Agent(llm, toolbox=Toolbox([hang]), options=AgentOptions(filler_after_s=5))
     spoken, events = await say(agent, "do it")
     result = next(e for e in events if e.type == "tool_result")
     assert not result.ok and result.result["error"] == "timeout"
-    assert "failed" in llm.requests[-1][0][-1]["content"] and llm.requests[-1][1].tools is None
-    assert spoken == "Sorry, that did not work."
+    assert len(llm.requests) == 1 and spoken == "Let me check. " + replies.FAILED
 
 
-async def test_bad_arguments_are_sent_back_with_the_tools_so_the_model_can_fix_them():
-    @tool
+async def test_bad_arguments_get_a_question_for_the_argument_not_a_retry():
+    @tool(questions={"b": "And the second number?"})
     def add(a: int, b: int) -> int:
         """Add two numbers."""
         return a + b
 
-    llm = ScriptedLlm('{"name": "add", "arguments": {"a": "x"}}', '{"name": "add", "arguments": {"a": 1, "b": 2}}',
-                      "It is 3.")
-    agent = Agent(llm, toolbox=Toolbox([add]))
-    spoken, events = await say(agent, "add one and two")
-    assert [e.ok for e in events if e.type == "tool_result"] == [False, True]
-    assert llm.requests[1][1].tools is not None and spoken == "It is 3."
+    llm = ScriptedLlm('{"name": "add", "arguments": {"a": 1, "b": "lots"}}', "It is 3.")
+    agent = Agent(llm, toolbox=Toolbox([add]), options=AgentOptions(call_filler=""))
+    spoken, events = await say(agent, "add one and something")
+    assert [e.ok for e in events if e.type == "tool_result"] == [False]
+    assert len(llm.requests) == 1 and spoken == "And the second number?"
 
 
-async def test_a_made_up_tool_name_gets_a_direct_answer_without_the_tools():
+async def test_a_made_up_tool_name_gets_a_direct_answer_without_the_tools_and_without_a_note():
     @tool
     def get_weather(city: str) -> str:
         """The weather in a city."""
         return "sunny"
 
-    llm = ScriptedLlm('{"name": "add", "arguments": {"a": 2, "b": 3}}', "Two plus three is five.")
+    llm = ScriptedLlm('{"name": "tell_joke", "arguments": {}}',
+                      "Why did the cat sit on the laptop? To keep an eye on the mouse.")
     agent = Agent(llm, toolbox=Toolbox([get_weather]), options=AgentOptions(route_tools=False))
-    spoken, events = await say(agent, "what is two plus three")
+    spoken, events = await say(agent, "tell me a joke")
     assert [(e.ok, e.result["error"]) for e in events if e.type == "tool_result"] == [(False, "unknown_tool")]
     retry_messages, retry_options = llm.requests[1]
-    assert retry_options.tools is None and "Answer the user directly" in retry_messages[-1]["content"]
-    assert spoken == "Two plus three is five."
+    assert retry_options.tools is None and retry_messages[-1] == {"role": "user", "content": "tell me a joke"}
+    assert spoken.startswith("Why did the cat")
 
 
 async def test_a_tool_used_last_turn_stays_offered_for_a_follow_up_question():

@@ -1,18 +1,10 @@
-"""Parsing tool calls as small models write them, holding them back from speech, formatting results."""
+"""Parsing tool calls as small models write them, and holding them back from speech."""
 
 from __future__ import annotations
 
 import pytest
 
-from voice.llm.toolcalls import (
-    SpeechGate,
-    default_result_style,
-    needs_retry,
-    parse_reply,
-    repair_json,
-    result_messages,
-)
-from voice.llm.tools import ToolCall, ToolOutcome, error_outcome
+from voice.llm.toolcalls import SpeechGate, called_name, parse_reply, repair_json
 
 WEATHER = ("get_weather", {"city": "Paris"})
 
@@ -101,34 +93,11 @@ def test_a_lone_angle_bracket_in_prose_is_spoken():
     assert gate_run(["I <3", " you"]) == ("I <3 you", "")
 
 
-def call_outcome(ok: bool) -> ToolOutcome:
-    call = ToolCall("call-1", "get_weather", {"city": "Paris"})
-    return ToolOutcome(call, True, {"sky": "clear"}) if ok else error_outcome(call, "timeout", "no answer in 2 s")
-
-
-def test_a_result_goes_back_as_a_plain_system_message_by_default():
-    [message] = result_messages([call_outcome(True)], "system")
-    assert message["role"] == "system"
-    assert 'Result of get_weather(city="Paris"): {"sky": "clear"}' in message["content"]
-
-
-def test_an_error_result_asks_the_model_to_apologise():
-    [message] = result_messages([call_outcome(False)], "user")
-    assert message["role"] == "user" and "failed: no answer in 2 s" in message["content"]
-    assert "apologise" in message["content"]
-
-
-def test_the_tool_style_writes_the_openai_pair():
-    messages = result_messages([call_outcome(True)], "tool")
-    assert messages[0]["tool_calls"][0]["id"] == "call-1"
-    assert messages[1] == {"role": "tool", "tool_call_id": "call-1", "content": '{"sky": "clear"}'}
-
-
-def test_qwen_gets_text_results_by_default():
-    assert default_result_style("llama.cpp:qwen2.5-coder-0.5b-instruct-q4_k_m.gguf") == "system"
-
-
-def test_only_fixable_errors_offer_the_tools_again():
-    call = ToolCall("1", "x")
-    assert needs_retry([error_outcome(call, "invalid_arguments", "bad")])
-    assert not needs_retry([error_outcome(call, "timeout", "slow")])
+def test_the_name_of_a_call_being_written_is_known_once_its_quote_closes():
+    gate = SpeechGate()
+    for delta in ['{"name": "get_we', 'ather", "argu']:
+        gate.feed(delta)
+        if called_name(gate.held):
+            break
+    assert called_name(gate.held) == "get_weather"
+    assert called_name('{"name": "get_we') is None

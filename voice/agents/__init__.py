@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from voice.agents.dates import Clock
     from voice.agents.settings import AgentsSettings
     from voice.llm.agent import Agent
     from voice.llm.base import GenerationOptions, LlmEngine
@@ -33,15 +35,16 @@ def check_agent_options(options: dict[str, Any], default: str) -> dict[str, Any]
 
 
 async def build_agent(name: str, llm: LlmEngine, settings: AgentsSettings, generation: GenerationOptions, *,
-                      session_id: str, system_prompt: str, profile: dict[str, Any] | None = None) -> Agent:
-    """A fresh agent for one session. Opens its SQLite file and MCP servers off the event loop."""
+                      session_id: str, system_prompt: str, profile: dict[str, Any] | None = None,
+                      clock: Clock | None = None) -> Agent:
+    """A fresh agent for one session. Opens its SQLite file and MCP servers off the event loop.
+    `clock`: what "now" is for the times and days users say (default: local time; tests fix it)."""
     from voice.agents import assistant, booking
     from voice.agents.store import BookingStore, ReminderStore
     from voice.llm.agent import Agent, AgentOptions
     from voice.llm.flows import load_flow
     from voice.llm.mcp_tools import McpServer, connect_all
     from voice.llm.memory import Memory
-    from voice.llm.toolcalls import default_result_style
     from voice.llm.tools import Toolbox
 
     on_close = []
@@ -52,7 +55,7 @@ async def build_agent(name: str, llm: LlmEngine, settings: AgentsSettings, gener
     else:
         store = await asyncio.to_thread(ReminderStore, settings.data_dir / "reminders.sqlite3")
         user = str((profile or {}).get("user", "default"))
-        tools = [assistant.get_weather, *assistant.reminder_tools(store, user)]
+        tools = [assistant.get_weather, *assistant.reminder_tools(store, user, clock or datetime.now)]
         flow = await asyncio.to_thread(load_flow, assistant.FLOW)
     if not flow.identity:
         flow = flow.model_copy(update={"identity": system_prompt})
@@ -62,12 +65,12 @@ async def build_agent(name: str, llm: LlmEngine, settings: AgentsSettings, gener
         mcp_tools, connections = await connect_all(servers)
         tools += mcp_tools
         on_close += [c.aclose for c in connections]
-    style = default_result_style(llm.name) if settings.tool_results == "auto" else settings.tool_results
-    options = AgentOptions(result_style=style, filler_after_s=settings.filler_after_ms / 1000,
-                           filler=settings.filler, route_tools=settings.route_tools,
-                           tool_history=settings.tool_history)
+    options = AgentOptions(filler_after_s=settings.filler_after_ms / 1000, filler=settings.filler,
+                           call_filler=settings.call_filler, route_tools=settings.route_tools,
+                           tool_history=settings.tool_history, constrain_calls=settings.constrain_calls,
+                           say_results=settings.say_results)
     memory = Memory(llm, budget_tokens=settings.history_tokens, summary_tokens=settings.summary_tokens,
                     profile=profile)
     generation = replace(generation, conversation=session_id)
     return Agent(llm, name=name, system_prompt=system_prompt, generation=generation, toolbox=Toolbox(tools),
-                 flow=flow, memory=memory, options=options, on_close=on_close)
+                 flow=flow, memory=memory, options=options, on_close=on_close, clock=clock)

@@ -1,12 +1,16 @@
 """The general assistant: answers questions, checks the weather (a local table: the server may
 have no internet) and keeps reminders (SQLite). Setting a reminder is consequential: the user
-hears "Shall I remind you to ...?" and only a yes stores it."""
+hears "Shall I remind you to ...?" and only a yes stores it. Weather and reminder results are
+spoken from templates (`say`): no second LLM round, nothing for the model to misread."""
 
 from __future__ import annotations
 
+import re
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from voice.agents.dates import CalendarDay, Clock, WhatText, spoken_day
 from voice.agents.slots import ClockTime, spoken_time
 from voice.agents.store import ReminderStore
 from voice.llm.tools import Tool, ToolError, tool
@@ -30,7 +34,14 @@ WEATHER: dict[str, dict[str, tuple[str, int, int]]] = {
 }
 
 
-@tool(timeout_s=2.0, triggers=WEATHER_TRIGGERS, grounded=("city",))
+def weather_line(result: dict[str, Any]) -> str:
+    """"Tomorrow in Paris: light rain, with a high of 14 and a low of 8 degrees Celsius." """
+    return (f"{result['day'].title()} in {result['city']}: {result['condition']}, with a high of "
+            f"{result['high_celsius']} and a low of {result['low_celsius']} degrees Celsius.")
+
+
+@tool(timeout_s=2.0, triggers=WEATHER_TRIGGERS, grounded=("city",), say=weather_line,
+      questions={"city": "Which city would you like the weather for?"})
 def get_weather(city: str, day: Literal["today", "tomorrow"] = "today") -> dict:
     """Weather forecast for a city, today or tomorrow.
 
@@ -42,31 +53,55 @@ def get_weather(city: str, day: Literal["today", "tomorrow"] = "today") -> dict:
     table = WEATHER.get(key) or next((v for k, v in WEATHER.items() if k in key), None)
     if table is None:
         known = ", ".join(c.title() for c in WEATHER)
-        raise ToolError(f"no forecast for {city}; forecasts exist for {known}")
+        raise ToolError(f"I have no forecast for {city.strip().title()}. I only have forecasts for {known}")
     condition, high, low = table[day]
     return {"city": city.title(), "day": day, "condition": condition, "high_celsius": high, "low_celsius": low}
 
 
-def reminder_tools(store: ReminderStore, user: str) -> list[Tool]:
-    def question(args: dict[str, Any]) -> str:
-        what = args["text"].rstrip(".")
-        return f"Shall I remind you to {what[:1].lower() + what[1:]} at {spoken_time(args['time'])}?"
+_PERSON = {"my": "your", "me": "you", "i": "you", "mine": "yours", "myself": "yourself", "i'm": "you're",
+           "our": "your", "us": "you", "we": "you"}
 
-    @tool(consequential=True, confirm=question, triggers=REMINDER_TRIGGERS)
-    def add_reminder(text: str, time: ClockTime) -> dict:
+
+def as_told(text: str) -> str:
+    """The user's words said back to them: "call my sister" -> "call your sister"."""
+    return re.sub(r"[\w']+", lambda m: _PERSON.get(m.group().lower(), m.group()), text)
+
+
+def reminder_tools(store: ReminderStore, user: str, clock: Clock = datetime.now) -> list[Tool]:
+    def when(args: dict[str, Any]) -> str:
+        day = date.fromisoformat(args["day"]) if args.get("day") else None
+        at = f"at {spoken_time(args['time'])}"
+        return f"{spoken_day(day, clock())} {at}" if day is not None and day != clock().date() else at
+
+    def what(args: dict[str, Any]) -> str:
+        text = as_told(args["text"].rstrip("."))
+        return text[:1].lower() + text[1:]
+
+    @tool(consequential=True, confirm=lambda args: f"Shall I remind you to {what(args)} {when(args)}?",
+          triggers=REMINDER_TRIGGERS, say=lambda r: f"Done. I'll remind you to {what(r)} {when(r)}.",
+          questions={"time": "At what time should I remind you?"})
+    def add_reminder(text: WhatText, time: ClockTime, day: CalendarDay | None = None) -> dict:
         """Save a reminder for the user.
 
         Args:
             text: what to remind the user of, e.g. call my sister
             time: when, as HH:MM (24-hour clock)
+            day: the day, YYYY-MM-DD (leave out for the next time it is that time)
         """
-        saved = store.add(user, text, time)
-        return {"saved": True, "text": saved["text"], "time": spoken_time(saved["time"])}
+        saved = store.add(user, text, time, day)
+        return {"saved": True, "text": saved["text"], "time": saved["time"], "day": saved["day"]}
 
-    @tool(triggers=REMINDER_TRIGGERS)
+    def listing(result: dict[str, Any]) -> str:
+        items = result["reminders"]
+        if not items:
+            return "You have no reminders."
+        head = "You have one reminder: " if len(items) == 1 else f"You have {len(items)} reminders: "
+        return head + (", and ".join([", ".join(items[:-1]), items[-1]]) if len(items) > 1 else items[0]) + "."
+
+    @tool(triggers=REMINDER_TRIGGERS, say=listing)
     def list_reminders() -> dict:
         """List the user's saved reminders."""
         items = store.of(user)
-        return {"count": len(items), "reminders": [f"{r['text']} at {spoken_time(r['time'])}" for r in items]}
+        return {"count": len(items), "reminders": [f"{as_told(r['text'])} {when(r)}" for r in items]}
 
     return [add_reminder, list_reminders]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,11 +31,11 @@ class AgentsSettings(BaseModel):
 
     default: str = "assistant"              # agent of a session whose HELLO options name none
     data_dir: Path = Field(default_factory=default_data_dir)  # bookings.sqlite3, reminders.sqlite3
-    #: How tool results go back to the model: "auto" picks per model family (toolcalls.py),
-    #: "system"/"user" as a text message (then a reply without tools), "tool" as OpenAI role "tool".
-    tool_results: Literal["auto", "system", "user", "tool"] = "auto"
     filler_after_ms: float = Field(1000.0, ge=0)  # a tool slower than this gets the filler line
     filler: str = "One moment."
+    call_filler: str = "Let me check."      # said when the model starts a call of an ordinary tool ("": off)
+    constrain_calls: bool = True            # tool calls decoded under a grammar of the tools' schemas
+    say_results: bool = True                # tools' `say` templates answer (no second LLM round)
     route_tools: bool = True                # offer a tool only when its trigger words were said
     tool_history: int | None = Field(1, ge=0)  # history messages in a round that offers tools (None: all)
     history_tokens: int = Field(1500, ge=64)  # history sent to the LLM, tokens (older turns summarised)

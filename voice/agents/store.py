@@ -51,15 +51,24 @@ class BookingStore(_Table):
 
 
 class ReminderStore(_Table):
+    """Table reminders; `day` ("YYYY-MM-DD", or NULL: the next time it is `time`) was added later,
+    so an older file gets the column on open."""
+
     SCHEMA = """CREATE TABLE IF NOT EXISTS reminders (
         id INTEGER PRIMARY KEY, user TEXT NOT NULL, text TEXT NOT NULL, time TEXT NOT NULL,
-        created_at REAL NOT NULL)"""
+        created_at REAL NOT NULL, day TEXT)"""
 
-    def add(self, user: str, text: str, time_hhmm: str) -> dict[str, Any]:
+    def __init__(self, path: Path):
+        super().__init__(path)
         with closing(self._db()) as db, db:
-            cur = db.execute("INSERT INTO reminders (user, text, time, created_at) VALUES (?, ?, ?, ?)",
-                             (user, text, time_hhmm, time.time()))
-        return {"id": cur.lastrowid, "text": text, "time": time_hhmm}
+            if "day" not in {row["name"] for row in db.execute("PRAGMA table_info(reminders)")}:
+                db.execute("ALTER TABLE reminders ADD COLUMN day TEXT")
+
+    def add(self, user: str, text: str, time_hhmm: str, day: str | None = None) -> dict[str, Any]:
+        with closing(self._db()) as db, db:
+            cur = db.execute("INSERT INTO reminders (user, text, time, created_at, day) VALUES (?, ?, ?, ?, ?)",
+                             (user, text, time_hhmm, time.time(), day))
+        return {"id": cur.lastrowid, "text": text, "time": time_hhmm, "day": day}
 
     def of(self, user: str) -> list[dict[str, Any]]:
-        return self._rows("SELECT id, text, time FROM reminders WHERE user = ? ORDER BY time", user)
+        return self._rows("SELECT id, text, time, day FROM reminders WHERE user = ? ORDER BY day, time", user)

@@ -25,6 +25,10 @@ class GenerationOptions:
     #: Which conversation the request continues (the session id): an engine with several KV caches
     #: keeps each conversation's prompt warm (LlamaCppEngine's routing); others ignore it.
     conversation: str | None = None
+    #: Tools (names among `tools`) a call in the reply may name. Set: engines that can constrain
+    #: decoding make every call valid JSON naming one of them with schema-valid arguments, while
+    #: prose stays free (voice/llm/grammar.py). None: the reply is not constrained.
+    callable_tools: tuple[str, ...] | None = None
 
 
 @runtime_checkable

@@ -45,6 +45,7 @@ import llama_cpp
 from voice.batching import QueueWaits, busy_batchers
 from voice.llm.base import GenerationOptions
 from voice.llm.errors import LlmError, check_messages
+from voice.llm.grammar import LazyGrammar, LazyGrammarLlama, lazy_tool_grammar
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,7 @@ class LlamaCppEngine:
         self._caches = [CachedPrompt() for _ in range(contexts)]
         self._releases = itertools.count(1)  # CachedPrompt.used
         self._active: dict[int, _Request] = {}
+        self._grammars: dict[str, LazyGrammar] = {}  # tool-call grammars by (tools, callable) JSON
         self._waits = QueueWaits()  # request queued -> a context takes it
         self._closed = False
         self._threads = [threading.Thread(target=self._worker, args=(i,), name=f"llama-{i}", daemon=True)
@@ -239,7 +241,7 @@ class LlamaCppEngine:
             thread.start()
 
     def _load(self, path: Path, *, chat_format: str | None, **kwargs: Any) -> llama_cpp.Llama:
-        llama = llama_cpp.Llama(str(path), n_gpu_layers=self.n_gpu_layers, chat_format=chat_format, **kwargs)
+        llama = LazyGrammarLlama(str(path), n_gpu_layers=self.n_gpu_layers, chat_format=chat_format, **kwargs)
         if chat_format is None:
             if "chat_template.default" in llama._chat_handlers:
                 # llama-cpp-python may swap a recognised template for a built-in format that drops tools
@@ -385,6 +387,7 @@ class LlamaCppEngine:
                 top_p=options.top_p,
                 stop=list(options.stop),
                 seed=options.seed,
+                grammar=self._call_grammar(llama, options),
             ))
             for chunk in stream:
                 if request.cancelled.is_set():
@@ -408,6 +411,19 @@ class LlamaCppEngine:
                   (started - request.queued_at) * 1000, f"{first_ms:.0f}" if first_ms is not None else "-",
                   deltas, (time.monotonic() - started) * 1000)
         return _END, None
+
+    def _call_grammar(self, llama: LazyGrammarLlama, options: GenerationOptions) -> LazyGrammar | None:
+        """The lazy grammar that keeps calls valid (voice/llm/grammar.py), or None: no tools offered,
+        or the caller wants them unconstrained. Built once per tool set (a few ms)."""
+        if not options.tools or options.callable_tools is None:
+            return None
+        key = json.dumps([options.tools, options.callable_tools], sort_keys=True)
+        if (grammar := self._grammars.get(key)) is None:
+            grammar = lazy_tool_grammar(llama, options.tools, list(options.callable_tools))
+            if len(self._grammars) >= 64:
+                self._grammars.clear()
+            self._grammars[key] = grammar
+        return grammar
 
     def _pick_threads(self, llama: llama_cpp.Llama, index: int) -> None:
         """Threads for the next token, and for the next prompt evaluation: n_threads_batch only

@@ -18,10 +18,7 @@ Speaking: `SpeechGate` decides while the reply streams. Prose goes to TTS at onc
 starts with `{`, `[{`, a code fence or `<tool_call>` is held until the end and classified, and
 prose that runs into one of those stops being spoken at the marker. Speaking JSON aloud is a bug.
 
-Results: `result_messages` turns outcomes into chat messages. Style "system" (the default; what
-works for Qwen2.5-0.5B: a role "tool" message makes it repeat the call) or "user" put the call and
-its result in a plain text message, and the follow-up generation is made without tools. Style
-"tool" writes the OpenAI assistant `tool_calls` + role "tool" pair, for models trained on it.
+What happens with a call's outcome (and why not a role "tool" message) is in replies.py.
 """
 
 from __future__ import annotations
@@ -29,22 +26,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from voice.llm.tools import ToolCall, ToolOutcome
-
-ResultStyle = Literal["system", "user", "tool"]
-#: Result style per model family (substring of the model name, lower case), first match wins.
-RESULT_STYLE_DEFAULTS: tuple[tuple[str, ResultStyle], ...] = (("qwen", "system"), ("smollm", "user"))
 HOLD_PREFIXES = ("<tool_call>", "```", "{", "[{")
 _MARKERS = ("<tool_call>", "```", '{"', "{'", "[{")
 _NAME_KEYS = ("name", "tool", "function_name")
 _ARG_KEYS = ("arguments", "parameters", "args", "input")
-
-
-def default_result_style(model_name: str) -> ResultStyle:
-    name = model_name.lower()
-    return next((style for key, style in RESULT_STYLE_DEFAULTS if key in name), "system")
 
 
 # ---------------------------------------------------------------- streaming
@@ -94,6 +81,11 @@ class SpeechGate:
     @property
     def text(self) -> str:
         return self._text
+
+    @property
+    def held(self) -> str:
+        """What is held back so far (a call being written), "" if nothing."""
+        return "" if self._hold_from is None else self._text[self._hold_from:]
 
 
 # ---------------------------------------------------------------- parsing
@@ -219,47 +211,10 @@ def looks_like_code(text: str) -> bool:
     return bool(re.search(r"\b(def|import|return|print)\b.*[(:]|[{};]", text))
 
 
-# ---------------------------------------------------------------- results
+_NAME = re.compile(r'"(?:name|tool|function_name)"\s*:\s*"([^"]+)"')
 
 
-def _note(outcome: ToolOutcome) -> str:
-    call = outcome.call.describe()
-    if outcome.ok:
-        return (f"Result of {call}: {json.dumps(outcome.result, ensure_ascii=False)}\n"
-                "Write your reply to the user now, in one or two short spoken sentences, using this result.")
-    kind, message = outcome.result.get("error"), outcome.result.get("message", "")
-    if kind == "declined":
-        return f"The user said no to {call}, so it was not done. Ask what they would like instead."
-    if kind == "unknown_tool":
-        return (f"There is no tool {outcome.call.name!r}, and none is needed. Answer the user directly "
-                "in one or two short spoken sentences. Do not mention tools.")
-    if kind in ("invalid_arguments", "ungrounded"):
-        return (f"Tool call {call} was not valid: {message}.\n"
-                "Call the tool again with correct arguments, or ask the user for the missing detail.")
-    return (f"Tool call {call} failed: {message}.\n"
-            "Reply to the user now in one short spoken sentence: apologise that you could not do this, "
-            "and offer to try again.")
-
-
-def result_messages(outcomes: list[ToolOutcome], style: ResultStyle) -> list[dict[str, Any]]:
-    """Chat messages that give the model the outcomes of its calls, in the model's preferred style."""
-    if not outcomes:
-        return []
-    if style == "tool":
-        calls = [{"id": o.call.id, "type": "function",
-                  "function": {"name": o.call.name, "arguments": json.dumps(o.call.arguments)}} for o in outcomes]
-        return [{"role": "assistant", "content": None, "tool_calls": calls},
-                *({"role": "tool", "tool_call_id": o.call.id, "content": json.dumps(o.result)} for o in outcomes)]
-    return [{"role": style, "content": "\n\n".join(_note(o) for o in outcomes)}]
-
-
-def needs_retry(outcomes: list[ToolOutcome]) -> bool:
-    """Offer the tools again only when the model can fix its own call (bad arguments). A made-up
-    tool name is not fixable: the model wanted to answer something no tool does (Qwen 0.5B calls
-    `add` for "what is two plus three" when a weather tool is offered), so it answers directly."""
-    return any(o.error_kind == "invalid_arguments" for o in outcomes)
-
-
-def to_calls(parsed: ParsedReply, first_id: str) -> list[ToolCall]:
-    return [ToolCall(f"{first_id}-{i}" if len(parsed.calls) > 1 else first_id, name, args)
-            for i, (name, args) in enumerate(parsed.calls)]
+def called_name(held: str) -> str | None:
+    """The tool name in a call still being written, once its closing quote has arrived."""
+    m = _NAME.search(held)
+    return m.group(1) if m else None

@@ -28,7 +28,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, get_type_hints
+from typing import Any, Literal, get_args, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
@@ -66,6 +66,14 @@ class Tool:
     #: Arguments whose value the user must have said (a city): a 0.5B model fills in "Paris" when
     #: the user named none. Checked when the caller passes what the user said.
     grounded: tuple[str, ...] = ()
+    #: Arguments that are a clock time ("time") or a day ("day"): the agent reads them from the
+    #: user's words (voice/agents/dates.py) instead of trusting the model with am/pm and dates.
+    kinds: dict[str, str] = field(default_factory=dict)
+    #: The spoken answer for a successful result: a template formatted with the result's fields,
+    #: or a function of the result. Set: no second LLM round (faster, and nothing to misread).
+    say: str | Callable[[Any], str] | None = None
+    #: What to ask when an argument is missing or was not said, by argument name.
+    questions: dict[str, str] = field(default_factory=dict)
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI-style definition that chat templates render."""
@@ -86,6 +94,24 @@ class Tool:
                 log.warning("confirm template of %s does not fit %s", self.name, arguments)
         args = ", ".join(f"{k} {v}" for k, v in arguments.items())
         return f"Shall I {self.name.replace('_', ' ')}{' with ' + args if args else ''}?"
+
+    def answer(self, result: Any) -> str | None:
+        """The spoken line for a successful result (`say`), or None: the model phrases it."""
+        if callable(self.say):
+            return self.say(result)
+        if self.say and isinstance(result, dict):
+            try:
+                return self.say.format(**result)
+            except (KeyError, IndexError, ValueError):
+                log.warning("say template of %s does not fit %s", self.name, result)
+        return None
+
+    def question(self, argument: str) -> str:
+        """What to ask the user for `argument`."""
+        if argument in self.questions:
+            return self.questions[argument]
+        about = self.parameters.get("properties", {}).get(argument, {}).get("description", "")
+        return f"Could you tell me the {argument.replace('_', ' ')}{f' ({about})' if about else ''}?"
 
 
 @dataclass(frozen=True)
@@ -148,7 +174,8 @@ def _model_validator(model: type[BaseModel]) -> Callable[[dict[str, Any]], dict[
 
 def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
          consequential: bool = False, confirm: str | Callable[[dict[str, Any]], str] | None = None,
-         triggers: Iterable[str] = (), grounded: Iterable[str] = ()) -> Any:
+         triggers: Iterable[str] = (), grounded: Iterable[str] = (), say: str | Callable[[Any], str] | None = None,
+         questions: dict[str, str] | None = None) -> Any:
     """Make a Tool from a typed function; usable bare (`@tool`) or with options (`@tool(timeout_s=2)`)."""
 
     def make(func: Callable[..., Any]) -> Tool:
@@ -167,11 +194,26 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, timeo
         schema.pop("title", None)
         for prop in schema.get("properties", {}).values():
             prop.pop("title", None)
+        kinds = {p: k for p, hint in hints.items() if p != "return" and (k := argument_kind(hint))}
         return Tool(name=name or func.__name__, description=description or func.__name__, parameters=schema,
                     fn=func, validate=_model_validator(model), timeout_s=timeout_s, consequential=consequential,
-                    confirm=confirm, triggers=tuple(t.lower() for t in triggers), grounded=tuple(grounded))
+                    confirm=confirm, triggers=tuple(t.lower() for t in triggers), grounded=tuple(grounded),
+                    kinds=kinds, say=say, questions=dict(questions or {}))
 
     return make(fn) if fn is not None else make
+
+
+def argument_kind(hint: Any) -> str | None:
+    """"time" for a ClockTime argument, "day" for a CalendarDay one (also inside Optional)."""
+    from voice.agents.dates import CalendarDay
+    from voice.agents.slots import ClockTime
+
+    for candidate in (hint, *get_args(hint)):
+        if candidate == ClockTime:
+            return "time"
+        if candidate == CalendarDay:
+            return "day"
+    return None
 
 
 _JSON_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool,

@@ -1,0 +1,129 @@
+"""Tool calls that are always valid: a GBNF grammar built from the offered tools' JSON schemas.
+
+A round that offers tools may still answer in prose, so the grammar is *lazy* (llama.cpp's
+`llama_sampler_init_grammar_lazy_patterns`, the same mechanism llama.cpp's server uses for tool
+calls): tokens are free until a trigger appears, then every further token must keep the text a
+valid call. Triggers:
+
+* the `<tool_call>` token (Qwen2.5 and other Hermes-style templates write calls inside it);
+* a reply that starts with the beginning of a bare call, `{"name": "` (Qwen2.5-0.5B often
+  writes the JSON without the tag).
+
+From the trigger on, the grammar allows only `{"name": <an allowed tool>, "arguments": <that
+tool's schema>}`: real tool names, required keys present, enums respected, nested objects typed,
+and nothing after the call but `</tool_call>` and the end of the reply. Prose costs nothing extra:
+an untriggered grammar checks no tokens.
+
+Crash safety: llama.cpp feeds the trigger text to the grammar and aborts the process if the grammar
+rejects it. So each trigger pattern matches only texts the grammar accepts: the tag itself, or a
+prefix of `{"name": "` (std::regex full match, so `{"response"` never triggers).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import llama_cpp
+from llama_cpp._internals import LlamaSampler
+from llama_cpp.llama_grammar import LlamaGrammar, SchemaConverter
+
+TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
+BARE_CALL_START = '{"name": "'
+MAX_CALLS = 3  # calls in one reply (parallel calls: "weather in Paris and in Rome")
+
+
+def call_schema(tools: list[dict[str, Any]], names: list[str] | None = None) -> dict[str, Any]:
+    """JSON Schema of one call of any allowed tool. `tools`: OpenAI-style definitions;
+    `names`: the tools that may be called (None: all of them)."""
+    allowed = [t["function"] for t in tools if names is None or t["function"]["name"] in names]
+    if not allowed:
+        raise ValueError(f"no tool among {[t['function']['name'] for t in tools]} is allowed ({names})")
+    return {"oneOf": [{"type": "object",
+                       "properties": {"name": {"const": f["name"]},
+                                      "arguments": inline_refs(f.get("parameters") or
+                                                               {"type": "object", "properties": {}})},
+                       "required": ["name", "arguments"]} for f in allowed]}
+
+
+def inline_refs(schema: dict[str, Any], depth: int = 8) -> dict[str, Any]:
+    """The schema with its local `#/$defs/...` references replaced by their definitions (pydantic
+    writes nested models that way; inside the combined call schema those paths would be wrong).
+    A model that contains itself is cut off after `depth` levels (any JSON object)."""
+    defs = schema.get("$defs", {})
+
+    def visit(node: Any, level: int) -> Any:
+        if isinstance(node, list):
+            return [visit(x, level) for x in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            target = defs.get(ref.removeprefix("#/$defs/"))
+            if target is None:
+                raise ValueError(f"unknown reference {ref}")
+            return visit(target, level + 1) if level < depth else {"type": "object"}
+        return {k: visit(v, level) for k, v in node.items() if k != "$defs"}
+
+    return visit(schema, 0)
+
+
+def tool_call_grammar(tools: list[dict[str, Any]], names: list[str] | None = None) -> str:
+    """GBNF text whose `root` is one to MAX_CALLS tagged calls, or one bare call."""
+    converter = SchemaConverter(prop_order={"name": 0, "arguments": 1}, allow_fetch=False, dotall=False,
+                                raw_pattern=False)
+    schema = converter.resolve_refs(json.loads(json.dumps(call_schema(tools, names))), "tools")
+    rule = converter.visit(schema, "call")
+    tagged = f'"{TOOL_CALL_OPEN}" nl {rule} nl "{TOOL_CALL_CLOSE}"'
+    more = " ".join([f"( nl {tagged} )?"] * (MAX_CALLS - 1))
+    return (f"root ::= {tagged} {more} | {rule}\n"
+            'nl ::= "\\n"?\n'
+            + converter.format_grammar())
+
+
+def trigger_patterns() -> list[str]:
+    """std::regex patterns (full match; group 1 is fed to the grammar) for a bare call's start:
+    optional leading whitespace, then any non-empty prefix of BARE_CALL_START."""
+    prefixes = [BARE_CALL_START[:n] for n in range(len(BARE_CALL_START), 0, -1)]
+    escaped = "|".join(re.sub(r'([{}\\^$.|?*+()\[\]])', r"\\\1", p) for p in prefixes)
+    return [rf"\s*({escaped})"]
+
+
+# ---------------------------------------------------------------- llama.cpp sampling
+
+
+class LazyGrammar(LlamaGrammar):
+    """A grammar that applies from its first trigger on (a token id, or a full-match pattern)."""
+
+    def __init__(self, gbnf: str, *, patterns: list[str], tokens: list[int]):
+        super().__init__(_grammar=gbnf)
+        self.patterns, self.tokens = patterns, tokens
+
+
+class LazyGrammarLlama(llama_cpp.Llama):
+    """llama_cpp.Llama whose sampler also takes a LazyGrammar (llama-cpp-python builds eager ones
+    only). The chain is the library's own, with the lazy grammar first: it masks tokens the call
+    cannot continue with before penalties and sampling pick one."""
+
+    def _init_sampler(self, *args: Any, grammar: LlamaGrammar | None = None, **kwargs: Any) -> Any:
+        if not isinstance(grammar, LazyGrammar):
+            return super()._init_sampler(*args, grammar=grammar, **kwargs)
+        sampler = LlamaSampler()
+        sampler.add_grammar_lazy_patterns(self._model, grammar, grammar.patterns, grammar.tokens)
+        rest = super()._init_sampler(*args, grammar=None, **kwargs)
+        assert not rest.custom_samplers, "logits processors are not supported with a lazy grammar"
+        while llama_cpp.llama_sampler_chain_n(rest.sampler) > 0:  # move the library's chain behind ours
+            llama_cpp.llama_sampler_chain_add(sampler.sampler, llama_cpp.llama_sampler_chain_remove(rest.sampler, 0))
+        return sampler
+
+    def tool_call_token(self) -> int | None:
+        """The id of the single `<tool_call>` token, if this vocabulary has one."""
+        ids = self.tokenize(TOOL_CALL_OPEN.encode(), add_bos=False, special=True)
+        return ids[0] if len(ids) == 1 else None
+
+
+def lazy_tool_grammar(llama: LazyGrammarLlama, tools: list[dict[str, Any]], names: list[str]) -> LazyGrammar:
+    token = llama.tool_call_token()
+    return LazyGrammar(tool_call_grammar(tools, names), patterns=trigger_patterns(),
+                       tokens=[token] if token is not None else [])
