@@ -8,7 +8,8 @@ Built-in checks (every turn, unless `skip_checks` names them):
 - no_internal_text: the reply contains none of the agent's internal notes, prompt lines, tool
   names or JSON (phrases taken from voice/llm/agent.py, toolcalls.py, flows.py and tools.py);
 - no_echo: no reply sentence, nor the whole reply, is the user's words back (word similarity with
-  you/I swapped, above `max_echo`; user turns of fewer than 4 words are not checked);
+  you/I swapped, above `max_echo`; user turns of fewer than 4 words are not checked, and a
+  read-back framed as a confirmation question, "Shall I ...?", is not an echo);
 - no_false_claims: the reply does not say something was done, booked, set, sent or reminded
   unless a tool succeeded in this turn.
 """
@@ -41,6 +42,12 @@ class ToolUse:
     arguments: dict[str, Any] = field(default_factory=dict)
     ok: bool | None = None      # None: no result in this turn (a consequential call awaiting yes)
     result: Any = None
+    announced: bool = True      # False: announced in an earlier turn, run (or declined) in this one
+
+    @property
+    def happened(self) -> bool:
+        """A call this turn made: not one proposed earlier and declined now ("no" is no call)."""
+        return self.announced or self.ok is not False
 
 
 @dataclass
@@ -104,7 +111,8 @@ def check_tools(expected: list[ToolExpect], uses: list[ToolUse]) -> list[Check]:
 
 def check_no_tools(uses: list[ToolUse], forbidden: list[str] | None = None) -> Check:
     """No tool at all (forbidden None), or none of the `forbidden` names."""
-    bad = uses if forbidden is None else [u for u in uses if u.name in forbidden]
+    made = [u for u in uses if u.happened]
+    bad = made if forbidden is None else [u for u in made if u.name in forbidden]
     name = "no_tools" if forbidden is None else "forbidden_tools"
     return Check(name, not bad, f"called {_show(bad)}" if bad else "")
 
@@ -175,12 +183,19 @@ def _as_speaker(text: str) -> list[str]:
     return [_PERSON.get(w, w) for w in words(text)]
 
 
+#: A read-back framed as a confirmation ("Shall I remind you to ...?") is asked for, not echoed.
+_CONFIRMING = re.compile(r"^\W*(?:shall i|should i|do you want me to|would you like me to|so that's|so that is|"
+                         r"just to confirm|to confirm|you'd like|you would like|did you say)\b", re.I)
+
+
 def echo_score(user: str, reply: str) -> float:
-    """0-1: how much the reply (its closest sentence, or the whole of it) is the user's words back."""
+    """0-1: how much the reply (its closest sentence, or the whole of it) is the user's words back;
+    sentences that confirm a request before acting on it are left out."""
     u = _as_speaker(user)
     if len(u) < MIN_ECHO_WORDS:
         return 0.0
-    parts = [reply, *sentences(reply)]
+    own = [s for s in sentences(reply) if not _CONFIRMING.search(s)]
+    parts = [" ".join(own), *own]
     return max((difflib.SequenceMatcher(None, u, _as_speaker(p), autojunk=False).ratio() for p in parts),
                default=0.0)
 

@@ -82,7 +82,8 @@ def _tools_of(turns: list[int], events: list[dict[str, Any]]) -> list[ToolUse]:
             uses[e["id"]] = ToolUse(e["id"], e["name"], dict(e.get("arguments") or {}))
         elif e["type"] == "tool_result":
             call = announced.get(e["id"], {})
-            use = uses.setdefault(e["id"], ToolUse(e["id"], call.get("name", "?"), dict(call.get("arguments") or {})))
+            use = uses.setdefault(e["id"], ToolUse(e["id"], call.get("name", "?"), dict(call.get("arguments") or {}),
+                                                   announced=False))
             use.ok, use.result = bool(e.get("ok")), e.get("result")
     return list(uses.values())
 

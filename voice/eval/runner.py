@@ -45,7 +45,7 @@ class EvalRun:
     url: str
     started: str
     duration_s: float
-    server_log: str | None = None
+    server_log: str | None = None     # kept when a started server's run had errors or timeouts
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,11 +130,20 @@ async def run_scenarios(scenarios: list[Scenario], options: RunOptions,
         played = await asyncio.gather(*(one(s) for s in scenarios))
     finally:
         if server is not None:
+            server.exit_code_during_run = server.proc.returncode  # not None: it died under the scenarios
             await server.stop()
     heard = await _listen(played, ReplyListener(options.audio_model)) if any(s.check_audio for s in scenarios) else {}
     results = [evaluate(p.scenario, p.logs, opening=p.opening, audio_transcripts=heard.get(p.scenario.name),
                         error=p.error, duration_s=p.duration_s) for p in played]
-    server_log = str(server.log_path) if server is not None and options.data_dir is not None else None
+    run = EvalRun(results, models, url, started, round(time.monotonic() - t0, 1))
+    if server is not None:
+        troubled = any(r.status == "error" or any(t.missing for t in r.turns) for r in results)
+        if tmp is not None and troubled:
+            tmp = None  # keep the server's log: it often explains an error or a timeout
+            log.warning("scenarios had errors or timeouts; the server log is kept: %s", server.log_path)
+        run.server_log = str(server.log_path) if tmp is None else None
+        if server.exit_code_during_run is not None:
+            run.extra["server_exit_code"] = server.exit_code_during_run
     if tmp is not None:
         tmp.cleanup()
-    return EvalRun(results, models, url, started, round(time.monotonic() - t0, 1), server_log)
+    return run

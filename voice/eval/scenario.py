@@ -256,9 +256,16 @@ def parse_scenario(text: str, path: Path) -> Scenario:
             message = _MESSAGES.get(err["type"]) or err["msg"].removeprefix("Value error, ")
             problems.append(f"{path}:{line}: {field or 'scenario'}: {message}")
         raise ScenarioError(problems) from None
+    scenario._path = path
+    missing = []
     for i, turn in enumerate(scenario.turns):
         turn._line = marks.get(("turns", i), 0)
-    scenario._path = path
+        audio = scenario.audio_path(turn)
+        if audio is not None and not audio.is_file():
+            missing.append(f"{path}:{marks.get(('turns', i, 'audio'), turn.line)}: turns[{i}].audio: "
+                           f"no such file {audio}")
+    if missing:
+        raise ScenarioError(missing)
     return scenario
 
 

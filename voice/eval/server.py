@@ -30,6 +30,7 @@ class SpawnedServer:
     proc: asyncio.subprocess.Process
     log_path: Path
     data_dir: Path
+    exit_code_during_run: int | None = None
     _drain: asyncio.Task[None] | None = None
 
     async def stop(self, timeout_s: float = 30.0) -> int | None:

@@ -120,8 +120,8 @@ class Microphone:
                 await self._task
 
 
-class TurnTimeout(Exception):
-    pass
+class TurnAborted(Exception):
+    """A turn did not finish (timeout, or the session ended); the scenario stops there."""
 
 
 class ScenarioSession:
@@ -138,6 +138,7 @@ class ScenarioSession:
         self._changed = asyncio.Event()
         self._ended = asyncio.Event()
         self._mic: Microphone | None = None
+        self._closed: str | None = None   # why the server's side of the session ended, once it has
 
     def _now(self) -> float:
         return round(time.monotonic() - self._t0, 3)
@@ -168,7 +169,7 @@ class ScenarioSession:
             nxt = turns[i + 1] if i + 1 < len(turns) else None
             try:
                 await self._turn(i, turn, barge_next=nxt is not None and nxt.barge_in_after_ms is not None)
-            except TurnTimeout:
+            except TurnAborted:
                 return
         if self._mic is not None:
             await self._mic.stop()
@@ -192,10 +193,12 @@ class ScenarioSession:
         deadline = time.monotonic() + timeout_s
         while not (self._reply_started(log) if barge_next else self._over(log)):
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._closed is not None:
                 log.missing = self._missing(log, barge_next) or ["the turn to settle"]
+                if self._closed is not None:
+                    log.missing.append(f"(the session ended: {self._closed})")
                 log.ended_s = self._now()
-                raise TurnTimeout
+                raise TurnAborted
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(left, 0.1))
@@ -254,6 +257,14 @@ class ScenarioSession:
     # ------------------------------------------------------------ receiving
 
     async def _receive(self) -> None:
+        try:
+            await self._receive_all()
+            self._closed = "the server closed the connection"
+        except Exception as e:
+            self._closed = f"{type(e).__name__}: {e}"
+        self._changed.set()
+
+    async def _receive_all(self) -> None:
         async for item in self.client.messages():
             log = self.logs[-1] if self.logs else None
             if isinstance(item, ReceivedAudio):
