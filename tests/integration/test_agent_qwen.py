@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import datetime
 
 import pytest
 
 from voice.agents import build_agent
 from voice.agents.settings import AgentsSettings
-from voice.agents.store import BookingStore
+from voice.agents.store import BookingStore, ReminderStore
 from voice.llm.agent import Agent, AgentOptions
 from voice.llm.base import GenerationOptions
 from voice.llm.flows import load_flow
+from voice.llm.guard import SpeechGuard, claims_action
 from voice.llm.tools import Toolbox, tool
 from voice.models import model_path
 
@@ -36,9 +38,19 @@ async def say(agent: Agent, text: str, turn: int) -> tuple[str, list]:
     return spoken, [i for i in items if not isinstance(i, str)]
 
 
+NOW = datetime(2026, 12, 2, 14, 5)  # a Wednesday afternoon: dates and am/pm come out the same every run
+
+
 async def agent_named(name: str, llm, tmp_path) -> Agent:
     return await build_agent(name, llm, AgentsSettings(data_dir=tmp_path), GENERATION, session_id="test-session",
-                             system_prompt="You are a helpful voice assistant.")
+                             system_prompt="You are a helpful voice assistant.", clock=lambda: NOW)
+
+
+def talk(llm, tmp_path, *lines: str) -> list[tuple[str, list]]:
+    async def run():
+        agent = await agent_named("assistant", llm, tmp_path)
+        return [await say(agent, line, n) for n, line in enumerate(lines, 1)]
+    return asyncio.run(run())
 
 
 def test_the_booking_conversation_reaches_confirmed_with_one_booking_row(llm, tmp_path):
@@ -94,3 +106,35 @@ def test_a_tool_that_times_out_gets_a_spoken_apology(llm):
     assert results and results[0].result["error"] == "timeout"
     assert re.search(r"\b(sorry|apolog|unfortunately|unable|could ?n[o']t)", spoken.lower()), spoken
     assert "{" not in spoken
+
+
+def test_an_evening_reminder_keeps_its_evening_time_and_is_stored_after_the_yes(llm, tmp_path):
+    (asked, events), (done, _) = talk(llm, tmp_path, "Remind me to call my sister at 6 pm.", "Yes, please.")
+    [call] = [e for e in events if e.type == "tool_call"]
+    assert call.name == "add_reminder" and call.arguments["time"] == "18:00" and "sister" in call.arguments["text"]
+    assert asked.endswith("?") and "6 pm" in asked and not re.search(r"\b(am|morning)\b", asked), asked
+    rows = ReminderStore(tmp_path / "reminders.sqlite3").of("default")
+    assert [(r["time"], r["day"]) for r in rows] == [("18:00", "2026-12-02")] and "6 pm" in done
+
+
+def test_a_city_without_a_forecast_gets_an_apology_and_no_invented_weather(llm, tmp_path):
+    [(spoken, _)] = talk(llm, tmp_path, "What will the weather be like in Nairobi tomorrow?")
+    assert "sorry" in spoken.lower() and not re.search(r"\b(sunny|rain|cloudy|degrees)\b", spoken.lower()), spoken
+
+
+def test_something_no_tool_can_do_is_refused_and_never_claimed(llm, tmp_path):
+    [(spoken, events)] = talk(llm, tmp_path, "Send an email to my boss saying I'll be late today.")
+    assert not [e for e in events if e.type == "tool_call"]
+    assert re.search(r"\b(can't|cannot|unable|not able)\b", spoken.lower()) and not claims_action(spoken), spoken
+
+
+def test_a_two_digit_multiplication_is_answered_with_the_number(llm, tmp_path):
+    [(spoken, events)] = talk(llm, tmp_path, "What is seventeen times twenty-three?")
+    assert "391" in spoken and not events
+
+
+@pytest.mark.parametrize("statement", ["I love hiking in the mountains on weekends.", "I just started a new job."])
+def test_a_statement_gets_an_answer_that_is_not_the_statement_back(llm, tmp_path, statement):
+    [(spoken, _)] = talk(llm, tmp_path, statement)
+    guard = SpeechGuard(user_text=statement)
+    assert spoken.strip() and all(guard.verdict(s) is None for s in re.split(r"(?<=[.!?])\s+", spoken)), spoken

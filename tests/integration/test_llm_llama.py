@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from dataclasses import dataclass, replace
 
@@ -79,6 +80,48 @@ async def test_tools_are_rendered_by_the_gguf_template(qwen):
                 {"role": "user", "content": "What's the weather in Berlin?"}]
     reply = await collect(qwen, messages, GenerationOptions(max_tokens=40, temperature=0.0, tools=tools))
     assert "get_weather" in reply.text and "Berlin" in reply.text
+
+
+WEATHER_AND_REMINDER = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "Weather forecast for a city, today or tomorrow",
+        "parameters": {"type": "object", "required": ["city"], "properties": {
+            "city": {"type": "string"}, "day": {"type": "string", "enum": ["today", "tomorrow"]}}}}},
+    {"type": "function", "function": {
+        "name": "add_reminder", "description": "Save a reminder",
+        "parameters": {"type": "object", "required": ["text", "time"], "properties": {
+            "text": {"type": "string"}, "time": {"type": "string"}}}}},
+]
+TOOL_SYSTEM = {"role": "system", "content": "You are a friendly voice assistant. Use a tool when the user asks "
+               "about the weather or about reminders. Answer everything else yourself."}
+
+
+async def test_a_constrained_call_is_valid_json_naming_an_allowed_tool(qwen):
+    options = GenerationOptions(max_tokens=60, temperature=0.0, tools=WEATHER_AND_REMINDER,
+                                callable_tools=("get_weather",))
+    reply = await collect(qwen, [TOOL_SYSTEM, {"role": "user", "content": "Will it rain in Paris tomorrow?"}],
+                          options)
+    body = reply.text.replace("<tool_call>", "").replace("</tool_call>", "").strip()
+    call = json.loads(body)  # the whole reply is one call: nothing after it, nothing malformed
+    assert call["name"] == "get_weather" and call["arguments"]["day"] in ("today", "tomorrow")
+
+
+async def test_the_grammar_keeps_a_call_to_the_allowed_tools_even_when_the_model_wants_another(qwen):
+    options = GenerationOptions(max_tokens=60, temperature=0.0, tools=WEATHER_AND_REMINDER,
+                                callable_tools=("get_weather",))
+    messages = [TOOL_SYSTEM, {"role": "user", "content": "Remind me to call my sister at 6 pm."}]
+    free = await collect(qwen, messages, replace(options, callable_tools=None))
+    assert "add_reminder" in free.text  # what it writes unconstrained
+    constrained = await collect(qwen, messages, options)
+    assert "add_reminder" not in constrained.text
+
+
+async def test_prose_is_not_constrained_by_a_tool_grammar(qwen):
+    options = GenerationOptions(max_tokens=24, temperature=0.0, tools=WEATHER_AND_REMINDER,
+                                callable_tools=("get_weather", "add_reminder"))
+    messages = [TOOL_SYSTEM, {"role": "user", "content": "Tell me a joke about cats."}]
+    free = await collect(qwen, messages, replace(options, callable_tools=None))
+    assert (await collect(qwen, messages, options)).text == free.text and "{" not in free.text
 
 
 async def test_cancel_after_first_delta_frees_the_context(smol):

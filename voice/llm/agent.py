@@ -164,6 +164,22 @@ class Agent:
     def after_reply(self) -> None:
         self.memory.start_folding()
 
+    async def warm_up(self, text: str = "Hello.") -> None:
+        """Evaluate the prompts of a plain round and of a tool round (system prompt + every tool of
+        the state: the stable prefix) once, one token each, so that the first caller finds both in
+        llama.cpp's KV caches: a cold tool round costs ~2 s of prompt evaluation on a CPU."""
+        t, state_tools = Turn(text), self._state_tools()
+        self.memory.add("user", text)
+        try:
+            for tools in ([], state_tools) if state_tools else ([],):
+                options, messages = round_request(self.flow, self.memory, self.system_prompt, self.generation,
+                                                  self.options, t, tools, state_tools)
+                async with contextlib.aclosing(self.llm.stream_chat(messages, replace(options, max_tokens=1))) as s:
+                    async for _ in s:
+                        break
+        finally:
+            self.memory.messages.pop()
+
     def state_events(self) -> list[StateChanged]:
         """A state_changed event when the state or slots differ from what clients were last told."""
         now = (self.flow.path, dict(self.flow.slots)) if self.flow else None
