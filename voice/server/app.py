@@ -8,7 +8,6 @@ up to `drain_timeout_s`, then says BYE and closes each connection with 1001 (goi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -164,11 +163,7 @@ async def warm_up(settings: Settings, engines: Engines) -> None:
                                   llm_cfg.generation_options(), session_id="warm-up",
                                   system_prompt=llm_cfg.system_prompt)
         try:
-            agent.hear("Hello.")
-            async with contextlib.aclosing(agent.reply(0)) as items:
-                async for item in items:
-                    if isinstance(item, str) and item.strip():
-                        break  # the first words mean the prompt has been evaluated
+            await agent.warm_up()  # the plain round's prompt and the tool round's (system + tools)
         finally:
             await agent.aclose()
     except Exception as e:  # warm-up is an optimisation, never fatal
