@@ -9,9 +9,14 @@ Cancellation closes the HTTP response (and its connection): vLLM, SGLang and lla
 generating when the client disconnects. HTTP errors, error events, malformed chunks, timeouts and
 connection failures all reach the consumer as LlmError with the status and a short body excerpt.
 
-Tool calls: only text content is yielded. Servers that parse tool calls themselves (vLLM with
---enable-auto-tool-choice) send them as `delta.tool_calls`, which this engine ignores; the project
-parses tool calls from the text, which works when the server does not parse them.
+Tool calls: servers that parse calls themselves (vLLM with --enable-auto-tool-choice, llama.cpp
+server with --jinja, hosted APIs) send them as `delta.tool_calls` fragments; they are gathered and
+yielded at the end of the stream as `<tool_call>{"name": ..., "arguments": ...}</tool_call>` text,
+the form the agent parses from any model. Constrained decoding (GenerationOptions.callable_tools)
+is the server's business here: llama.cpp server and vLLM constrain their own tool-call output with
+a grammar when they parse calls; a server that does not gets no grammar from us, and its text is
+parsed leniently (toolcalls.py). `strict` tool schemas are not sent: OpenAI's strict mode refuses
+optional arguments, which our tools have.
 """
 
 from __future__ import annotations
@@ -81,6 +86,38 @@ def parse_sse_line(line: str) -> str | StreamDone | None:
     return content if isinstance(content, str) and content else None
 
 
+class ToolCallFragments:
+    """`delta.tool_calls` pieces of one streamed reply, joined by index into whole calls."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, str]] = {}
+
+    def add(self, line: str) -> None:
+        if not line.startswith("data:") or line[5:].strip() in ("", "[DONE]"):
+            return
+        try:
+            chunk = json.loads(line[5:])
+            fragments = chunk["choices"][0]["delta"].get("tool_calls") or []
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+            return  # parse_sse_line reports malformed events
+        for fragment in fragments if isinstance(fragments, list) else []:
+            call = self._calls.setdefault(int(fragment.get("index", len(self._calls))), {"name": "", "arguments": ""})
+            function = fragment.get("function") or {}
+            call["name"] += function.get("name") or ""
+            call["arguments"] += function.get("arguments") or ""
+
+    def text(self) -> str:
+        """The calls as tagged JSON text ("" when there were none)."""
+        out = []
+        for _, call in sorted(self._calls.items()):
+            try:
+                arguments = json.loads(call["arguments"]) if call["arguments"].strip() else {}
+            except json.JSONDecodeError:
+                arguments = call["arguments"]  # the agent's parser repairs or rejects it
+            out.append(f"<tool_call>\n{json.dumps({'name': call['name'], 'arguments': arguments})}\n</tool_call>")
+        return "\n".join(out)
+
+
 def request_body(model: str, messages: list[dict[str, Any]], options: GenerationOptions) -> dict[str, Any]:
     """The JSON body of a streamed chat-completions request; unset options are left to the server."""
     body: dict[str, Any] = {
@@ -143,13 +180,18 @@ class OpenAICompatEngine:
                 if response.status_code >= 400:
                     detail = _excerpt(await response.aread())
                     raise LlmError(f"{self.url} answered HTTP {response.status_code}: {detail}")
+                calls = ToolCallFragments()
                 async for line in response.aiter_lines():
                     delta = parse_sse_line(line)
                     if delta is DONE:
-                        return
+                        break
+                    calls.add(line)
                     if delta:
                         yield delta  # type: ignore[misc]
-            log.warning("%s ended the event stream without [DONE]", self.url)
+                else:
+                    log.warning("%s ended the event stream without [DONE]", self.url)
+                if text := calls.text():
+                    yield text
         except httpx.TimeoutException as exc:
             raise LlmError(f"{self.url} timed out ({type(exc).__name__}, read timeout "
                            f"{self._timeout.read} s)") from exc
