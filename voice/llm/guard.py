@@ -14,8 +14,10 @@ a reminder" with no reminder stored. So every sentence of model prose is checked
 * **claim**: it says an action was done ("I've booked", "your reminder is set", "I'll remind you")
   while no action tool succeeded in this turn (`acted`).
 
-Checks run on sentences as they complete, so nothing is spoken before its sentence is checked;
-the cost is the wait for a sentence end (the chunker's first piece waits for a clause anyway).
+Checks run as text completes: a clause once the sentence so far has MIN_CLAUSE_WORDS words (what
+the chunker's first piece waits for anyway, so the first audio is not delayed), else the whole
+sentence. Each part is checked alone and with the sentence so far; once a sentence fails, the rest
+of it is dropped too.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ MIN_SHARED_FRACTION = 0.5  # ...when it is at least this part of the sentence (o
 LONG_SHARED_WORDS = 8
 MIN_ECHO_WORDS = 3         # content words a sentence needs before it can count as an echo
 ECHO_RUN_FRACTION = 0.8    # ...and this part of its words must be one run of the user's words
+MIN_CLAUSE_WORDS = 4       # a clause is released (checked) on its own once the sentence has this many words
 
 #: Instruction phrases the agent has given the model, now and in earlier versions (a model may have
 #: learned nothing from them but still repeat them; they never belong in a reply).
@@ -62,6 +65,7 @@ _CLAIM = re.compile(
     r"reserved|cancell?ed)\b"
     r"|\b(?:it's|it is|that's|that is|all)\s+(?:done|booked|set up)\b", re.I)
 _SENTENCE = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n+")
+_CLAUSE = re.compile(r"[,;:](?=\s)\s*|\s[—–-]\s")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 STOP_WORDS = frozenset(re.findall(r"\S+", """a an the is are was were be been am i you your my me we our it its
 it's this that there here of to in on at for with and or but so do does did can could will would should please
@@ -97,31 +101,45 @@ class SpeechGuard:
     acted: bool = False
     dropped: list[tuple[Verdict, str]] = field(default_factory=list)
     _buffer: str = ""
+    _sentence: str = ""                 # the current sentence's text released or dropped so far
+    _failed: Verdict | None = None      # why the current sentence is being dropped
     _internal: list[list[str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._internal = [words(t) for t in [*INTERNAL_PHRASES, *self.internal] if t]
 
     def feed(self, text: str) -> str:
-        """Text to speak now: the checked, complete sentences in what has been fed so far."""
+        """Text to speak now: the checked parts of what has been fed so far."""
         self._buffer += text
         out = []
-        while (m := _SENTENCE.search(self._buffer)) is not None:
-            sentence, self._buffer = self._buffer[:m.end()], self._buffer[m.end():]
-            out.append(self._pass(sentence))
+        while (cut := self._next_cut()) is not None:
+            part, self._buffer = self._buffer[:cut], self._buffer[cut:]
+            out.append(self._pass(part, ends=_SENTENCE.search(part) is not None))
         return "".join(out)
 
     def finish(self) -> str:
-        """The last sentence (no end mark needed), checked."""
+        """The rest (no end mark needed), checked."""
         rest, self._buffer = self._buffer, ""
-        return self._pass(rest)
+        return self._pass(rest, ends=True)
 
-    def _pass(self, sentence: str) -> str:
-        verdict = self.verdict(sentence)
-        if verdict is None:
-            return sentence
-        self.dropped.append((verdict, sentence.strip()))
-        return ""
+    def _next_cut(self) -> int | None:
+        end = _SENTENCE.search(self._buffer)
+        limit = end.start() if end else len(self._buffer)
+        for m in _CLAUSE.finditer(self._buffer, 0, limit):
+            if len(words(self._sentence + self._buffer[:m.start()])) >= MIN_CLAUSE_WORDS:
+                return m.end()
+        return end.end() if end else None
+
+    def _pass(self, part: str, *, ends: bool) -> str:
+        self._sentence += part
+        if self._failed is None and words(part):
+            self._failed = self.verdict(part) or self.verdict(self._sentence)
+        out = "" if self._failed else part
+        if ends:
+            if self._failed is not None:
+                self.dropped.append((self._failed, self._sentence.strip()))
+            self._sentence, self._failed = "", None
+        return out
 
     def verdict(self, sentence: str) -> Verdict | None:
         """Why `sentence` must not be spoken, or None."""
