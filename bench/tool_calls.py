@@ -16,7 +16,8 @@ Baselines, same run, same model and turns:
   parser scored on exactly those generations.
 Ratio = ours / baseline.
 
-Usage: OMP_NUM_THREADS=1 .venv/bin/python bench/tool_calls.py [--threads 1]
+Usage: OMP_NUM_THREADS=1 .venv/bin/python bench/tool_calls.py [--threads 1] [--model NAME] [--no-baselines]
+(`--model qwen2.5-coder-1.5b` for the model choice; results go to tool_calls_<model>.json then.)
 """
 
 from __future__ import annotations
@@ -244,17 +245,18 @@ async def run(kind: str, spy: Spy, generation: GenerationOptions, tally: Tally,
             await agent.aclose()
 
 
-async def main(threads: int) -> None:
+async def main(threads: int, model: str, baselines: bool) -> None:
     from voice.llm.llama import LlamaCppEngine
     from voice.models import model_path
 
-    engine = LlamaCppEngine(model_path("qwen2.5-coder-0.5b"), n_ctx=4096, n_threads=threads)
+    engine = LlamaCppEngine(model_path(model), n_ctx=4096, n_threads=threads)
     spy = Spy(engine)
     generation = GenerationOptions(max_tokens=120, temperature=0.0)
     results: dict[str, Tally] = {"ours": Tally(), "naive": Tally(), "parser": Tally(), "json_only": Tally()}
     # the parser comparison is scored on our own generations, turn by turn
     await run("ours", spy, generation, results["ours"], {k: results[k] for k in ("parser", "json_only")})
-    await run("naive", spy, generation, results["naive"], None)
+    if baselines:
+        await run("naive", spy, generation, results["naive"], None)
     engine.close()
     metrics = {k: v.metrics() for k, v in results.items()}
     ours, naive = metrics["ours"], metrics["naive"]
@@ -272,8 +274,8 @@ async def main(threads: int) -> None:
     print_table("time from the user's turn to the first spoken text", [
         ("ours", ours["first_text_ms"]), ("naive", naive["first_text_ms"])])
     print("\nratios:", json.dumps({k: round(v, 2) for k, v in ratios.items()}))
-    write_results("tool_calls", {
-        "model": "qwen2.5-coder-0.5b Q4_K_M, llama.cpp CPU, temperature 0", "threads": threads,
+    write_results("tool_calls" if model == "qwen2.5-coder-0.5b" else f"tool_calls_{model}", {
+        "model": f"{model} Q4_K_M, llama.cpp CPU, temperature 0", "threads": threads,
         "turns": sum(len(s.turns) for s in SCENARIOS), "conversations": len(SCENARIOS),
         "metrics": metrics, "ratios": ratios,
         "turn_log": {k: results[k].turns for k in ("ours", "naive")},
@@ -283,4 +285,7 @@ async def main(threads: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1)
-    asyncio.run(main(parser.parse_args().threads))
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b", help="registry name of the GGUF")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the naive loop (half the time)")
+    args = parser.parse_args()
+    asyncio.run(main(args.threads, args.model, not args.no_baselines))
