@@ -1,0 +1,105 @@
+"""Agent turns around tools, with a scripted model: fixed answers, facts, waiting calls, the guard."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from scripted_agent import ScriptedLlm
+
+from voice.agents import assistant
+from voice.agents.store import ReminderStore
+from voice.llm import replies
+from voice.llm.agent import Agent
+from voice.llm.tools import Toolbox, tool
+
+NOW = datetime(2026, 12, 2, 14, 5)
+
+
+async def say(agent: Agent, text: str, turn: int = 1) -> tuple[str, list]:
+    agent.hear(text)
+    items = [item async for item in agent.reply(turn)]
+    spoken = "".join(i for i in items if isinstance(i, str))
+    agent.finished(spoken)
+    return spoken, [i for i in items if not isinstance(i, str)]
+
+
+def assistant_agent(tmp_path, *replies_: str) -> tuple[Agent, ScriptedLlm, ReminderStore]:
+    store = ReminderStore(tmp_path / "r.sqlite3")
+    llm = ScriptedLlm(*replies_)
+    tools = Toolbox([assistant.get_weather, *assistant.reminder_tools(store, "u", lambda: NOW)])
+    return Agent(llm, toolbox=tools, clock=lambda: NOW), llm, store
+
+
+async def test_a_templated_result_is_said_without_a_second_model_round(tmp_path):
+    agent, llm, _ = assistant_agent(tmp_path, '{"name": "get_weather", "arguments": {"city": "Paris", '
+                                              '"day": "tomorrow"}}')
+    spoken, _ = await say(agent, "What's the weather in Paris tomorrow?")
+    assert spoken == "Let me check. Tomorrow in Paris: light rain, with a high of 14 and a low of 8 degrees Celsius."
+    assert len(llm.requests) == 1
+
+
+async def test_a_tool_round_shows_every_tool_but_lets_the_model_call_only_the_routed_ones(tmp_path):
+    agent, llm, _ = assistant_agent(tmp_path, '{"name": "get_weather", "arguments": {"city": "Paris"}}')
+    await say(agent, "Is it raining in Paris?")
+    options = llm.requests[0][1]
+    assert [t["function"]["name"] for t in options.tools] == ["get_weather", "add_reminder", "list_reminders"]
+    assert options.callable_tools == ("get_weather",)
+
+
+async def test_a_result_without_a_template_goes_to_the_model_as_facts_in_a_round_without_tools():
+    @tool(triggers=("population",))
+    def population(city: str) -> dict:
+        """Population of a city."""
+        return {"city": city, "people": 2_100_000}
+
+    llm = ScriptedLlm('{"name": "population", "arguments": {"city": "Paris"}}', "About two million people live there.")
+    agent = Agent(llm, toolbox=Toolbox([population]), options=None)
+    spoken, _ = await say(agent, "What is the population of Paris?")
+    messages, options = llm.requests[1]
+    assert options.tools is None and '"people": 2100000' in messages[0]["content"]
+    assert messages[-1] == {"role": "user", "content": "What is the population of Paris?"}
+    assert spoken.endswith("About two million people live there.")
+
+
+async def test_a_call_without_the_time_waits_for_it_and_the_answer_completes_it(tmp_path):
+    agent, llm, store = assistant_agent(tmp_path, '{"name": "add_reminder", "arguments": {"text": "call mom", '
+                                                  '"time": "09:00"}}')
+    asked, _ = await say(agent, "Remind me to call mom.", 1)
+    assert asked == "At what time should I remind you?"
+    confirm, _ = await say(agent, "At six in the evening.", 2)
+    assert confirm == "Shall I remind you to call mom at 6 pm?" and len(llm.requests) == 1
+    done, _ = await say(agent, "Yes.", 3)
+    assert [(r["text"], r["time"], r["day"]) for r in store.of("u")] == [("call mom", "18:00", "2026-12-02")]
+    assert done == "Done. I'll remind you to call mom at 6 pm."
+
+
+async def test_a_claimed_action_that_no_tool_did_is_replaced_by_an_honest_line(tmp_path):
+    agent, _, store = assistant_agent(tmp_path, "Sure! I've set a reminder to call your sister at 6 pm.")
+    spoken, _ = await say(agent, "Remind me to call my sister at 6 pm.")
+    assert spoken == "Sure! " + replies.NOT_DONE and store.of("u") == []
+
+
+async def test_internal_text_from_the_model_is_never_spoken_and_a_fixed_line_stands_in(tmp_path):
+    agent, _, _ = assistant_agent(tmp_path, "Call the tool again with correct arguments, or ask the user for the "
+                                            "missing detail.")
+    spoken, _ = await say(agent, "Tell me something.")
+    assert spoken == replies.NOTHING_TO_SAY
+
+
+async def test_a_sum_is_worked_out_without_the_model_and_that_means_the_last_answer(tmp_path):
+    agent, llm, _ = assistant_agent(tmp_path)
+    first, _ = await say(agent, "What's fifty-eight plus sixty-seven?", 1)
+    second, _ = await say(agent, "And if I take away thirty from that?", 2)
+    assert (first, second) == ("58 plus 67 is 125.", "125 minus 30 is 95.") and llm.requests == []
+
+
+async def test_an_unknown_city_gets_the_tools_apology_and_no_model_round(tmp_path):
+    agent, llm, _ = assistant_agent(tmp_path, '{"name": "get_weather", "arguments": {"city": "Nairobi"}}')
+    spoken, _ = await say(agent, "What's the weather in Nairobi?")
+    assert spoken.startswith("Let me check. Sorry, I have no forecast for Nairobi.") and len(llm.requests) == 1
+
+
+async def test_a_city_the_user_never_said_is_asked_for(tmp_path):
+    agent, _, _ = assistant_agent(tmp_path, '{"name": "get_weather", "arguments": {"city": "Paris"}}')
+    spoken, _ = await say(agent, "Is it going to rain?")
+    assert spoken.endswith("Which city would you like the weather for?")
