@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--token", default=None, help="bearer token (required off loopback); env VOICE_SERVER__TOKEN")
     s.add_argument("--asr-model", help="registry name or CTranslate2 folder")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device for the engines")
+    s.add_argument("--workers", type=int, default=1,
+                   help="server processes, each with its own engines (SO_REUSEPORT; docs/operations.md)")
+    s.add_argument("--port-per-worker", action="store_true",
+                   help="with --workers: worker i listens on port+i, for a load balancer in front")
     s.set_defaults(func=cmd_serve)
 
     m = sub.add_parser("mic", help="stream a microphone / WAV / stdin to a server and print transcripts")
@@ -95,6 +99,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["asr"]["device"] = args.device
     try:
         settings = load_settings(args.config, args.profile, overrides)
+        if args.workers > 1 or args.port_per_worker:
+            from voice.server.workers import run_workers
+
+            return run_workers(settings, args.workers, args.port_per_worker, args.log_level)
         asyncio.run(run_server(settings))
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
