@@ -116,6 +116,18 @@ async def test_the_grammar_keeps_a_call_to_the_allowed_tools_even_when_the_model
     assert "add_reminder" not in constrained.text
 
 
+async def test_the_grammars_of_the_shipped_tools_parse_in_llama_cpp(qwen, tmp_path):
+    from voice.agents import assistant, booking
+    from voice.agents.store import BookingStore, ReminderStore
+    from voice.llm.grammar import lazy_tool_grammar
+
+    tools = [assistant.get_weather, *assistant.reminder_tools(ReminderStore(tmp_path / "r.sqlite3"), "u"),
+             *booking.booking_tools(BookingStore(tmp_path / "b.sqlite3"), "s")]
+    schemas = [t.schema() for t in tools]
+    grammar = lazy_tool_grammar(qwen._llamas[0], schemas, [t.name for t in tools])  # raises if unparsable
+    assert grammar.tokens and grammar.patterns
+
+
 async def test_prose_is_not_constrained_by_a_tool_grammar(qwen):
     options = GenerationOptions(max_tokens=24, temperature=0.0, tools=WEATHER_AND_REMINDER,
                                 callable_tools=("get_weather", "add_reminder"))

@@ -103,3 +103,32 @@ async def test_a_city_the_user_never_said_is_asked_for(tmp_path):
     agent, _, _ = assistant_agent(tmp_path, '{"name": "get_weather", "arguments": {"city": "Paris"}}')
     spoken, _ = await say(agent, "Is it going to rain?")
     assert spoken.endswith("Which city would you like the weather for?")
+
+
+async def test_a_corrected_time_is_proposed_again_in_the_same_half_of_the_day(tmp_path):
+    agent, llm, store = assistant_agent(tmp_path, '{"name": "add_reminder", "arguments": {"text": "call the plumber", '
+                                                  '"time": "15:00"}}')
+    await say(agent, "Remind me to call the plumber at 3 pm.", 1)
+    again, events = await say(agent, "No, make it four.", 2)
+    [call] = [e for e in events if e.type == "tool_call"]
+    assert call.arguments["time"] == "16:00" and again == "Shall I remind you to call the plumber at 4 pm?"
+    await say(agent, "Yes.", 3)
+    assert [r["time"] for r in store.of("u")] == ["16:00"] and len(llm.requests) == 1
+
+
+async def test_a_side_question_keeps_the_proposal_and_asks_it_again(tmp_path):
+    agent, _, store = assistant_agent(
+        tmp_path, '{"name": "add_reminder", "arguments": {"text": "pick up the kids", "time": "15:00"}}',
+        '{"name": "get_weather", "arguments": {"city": "London", "day": "today"}}')
+    await say(agent, "Remind me to pick up the kids at 3 pm.", 1)
+    side, _ = await say(agent, "Wait, will it rain in London today?", 2)
+    assert "Today in London: cloudy" in side and side.endswith("Shall I remind you to pick up the kids at 3 pm?")
+    await say(agent, "Okay, yes, set that reminder.", 3)
+    assert [r["time"] for r in store.of("u")] == ["15:00"]
+
+
+async def test_a_remark_that_triggers_a_tool_but_names_nothing_is_just_answered(tmp_path):
+    agent, llm, _ = assistant_agent(tmp_path, '{"name": "get_weather", "arguments": {"city": "Paris"}}',
+                                    "It really has been lovely!")
+    spoken, events = await say(agent, "The weather has been lovely this week.")
+    assert spoken == "It really has been lovely!" and events == [] and llm.requests[1][1].tools is None

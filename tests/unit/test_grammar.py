@@ -94,3 +94,13 @@ def test_the_bare_trigger_never_fires_on_text_the_grammar_would_reject(text):
     """llama.cpp aborts the process when the trigger text does not fit the grammar."""
     [pattern] = trigger_patterns()
     assert re.fullmatch(pattern, text) is None
+
+
+def test_regex_classes_in_patterns_become_character_sets_llama_cpp_can_parse():
+    @tool
+    def on_day(day: Annotated[str, Field(pattern=r"^\d{4}-\d\d-\d\d$")]) -> dict:
+        """A day."""
+        return {}
+
+    gbnf = tool_call_grammar([on_day.schema()])
+    assert "\\d" not in gbnf and "[0-9]" in gbnf

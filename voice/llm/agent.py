@@ -35,14 +35,14 @@ from typing import Any
 
 from voice.agents.dates import Clock
 from voice.agents.slots import parse_yes_no
-from voice.llm import arithmetic, replies, toolcalls
+from voice.llm import arithmetic, replies, rounds, toolcalls
 from voice.llm.base import GenerationOptions, LlmEngine
 from voice.llm.events import AgentEvent, StateChanged, ToolFinished
 from voice.llm.flows import GO_TO_STEP, SET_SLOTS, FlowRun, FlowSpec, flow_tools
-from voice.llm.grounding import ground
+from voice.llm.grounding import correct, ground, is_question, unsaid
 from voice.llm.guard import SpeechGuard
 from voice.llm.memory import Memory
-from voice.llm.rounds import AgentOptions, Turn, Waiting, announce, call_filler, call_key, offered, round_request
+from voice.llm.rounds import AgentOptions, Turn, Waiting
 from voice.llm.toolcalls import SpeechGate
 from voice.llm.tools import Tool, Toolbox, ToolCall, ToolOutcome, check_arguments, error_outcome
 
@@ -164,19 +164,14 @@ class Agent:
     def after_reply(self) -> None:
         self.memory.start_folding()
 
-    async def warm_up(self, text: str = "Hello.") -> None:
-        """Evaluate the prompts of a plain round and of a tool round (system prompt + every tool of
-        the state: the stable prefix) once, one token each, so that the first caller finds both in
-        llama.cpp's KV caches: a cold tool round costs ~2 s of prompt evaluation on a CPU."""
-        t, state_tools = Turn(text), self._state_tools()
-        self.memory.add("user", text)
+    async def warm_up(self) -> None:
+        """Evaluate a plain round's and a tool round's prompt once before serving (rounds.warm_up)."""
+        t, state_tools = Turn("Hello."), self._state_tools()
+        self.memory.add("user", t.text)
         try:
-            for tools in ([], state_tools) if state_tools else ([],):
-                options, messages = round_request(self.flow, self.memory, self.system_prompt, self.generation,
-                                                  self.options, t, tools, state_tools)
-                async with contextlib.aclosing(self.llm.stream_chat(messages, replace(options, max_tokens=1))) as s:
-                    async for _ in s:
-                        break
+            await rounds.warm_up(self.llm, [rounds.round_request(
+                self.flow, self.memory, self.system_prompt, self.generation, self.options, t, tools, state_tools)
+                for tools in ([], state_tools)[:1 + bool(state_tools)]])
         finally:
             self.memory.messages.pop()
 
@@ -206,10 +201,18 @@ class Agent:
         if flow:
             t.snapshot = flow.snapshot()
         user_moved = bool(heard and (heard.changed or heard.intent))
-        if pending is not None and not user_moved and (answer := parse_yes_no(t.text)) is not None:
-            async for item in self._answer(t, turn, pending, answer):
-                yield item
-            return
+        side = None  # a consequential call still waiting for its yes while a side question is answered
+        if pending is not None and not user_moved:
+            if (fixed := self._corrected(pending, t.text)) is not None:  # "no, make it four"
+                async for item in self._do(t, turn, [fixed]):
+                    yield item
+                return
+            if is_question(t.text):
+                side = pending
+            elif (answer := parse_yes_no(t.text)) is not None:
+                async for item in self._answer(t, turn, pending, answer):
+                    yield item
+                return
         if waiting is not None and not user_moved and (call := self._completed(waiting, t.text)) is not None:
             async for item in self._do(t, turn, [call]):
                 yield item
@@ -232,7 +235,10 @@ class Agent:
             return
         async for item in self._llm(t, turn, tools):
             yield item
-        if self._pending is None and self._waiting is None and (action := self._action(turn)) is not None:
+        if side is not None and self._pending is None and (tool := self.toolbox.get(side.name)):
+            self._pending, t.asked_at = side, len(t.spoken.split())  # back to the question it interrupted
+            yield _Line(tool.confirmation(side.arguments))
+        elif self._pending is None and self._waiting is None and (action := self._action(turn)) is not None:
             async for item in self._do(t, turn, [action]):  # answered a side question: back to the point
                 yield item
         elif flow and flow.state.slots and "?" not in t.spoken[said:] and (ask := flow.ask()):
@@ -242,7 +248,7 @@ class Agent:
         """The user's yes or no to a consequential call."""
         before = self.flow.path if self.flow else None
         if yes:
-            journaled = self._journal.get(call_key(call))
+            journaled = self._journal.get(rounds.call_key(call))
             async for item in self._run(t, turn, [call], [journaled] if journaled else None, fresh=False):
                 yield item
         else:
@@ -255,13 +261,15 @@ class Agent:
         async for item in self._after_tools(t, turn, before):
             yield item
 
+    def _corrected(self, call: ToolCall, text: str) -> ToolCall | None:
+        tool = self.toolbox.get(call.name)
+        return correct(tool, call, text, self.clock()) if tool and parse_yes_no(text) is not True else None
+
     def _completed(self, waiting: Waiting, text: str) -> ToolCall | None:
         """The waiting call with the argument the user just gave, or None (they said something else)."""
         tool = self.toolbox.get(waiting.call.name)
-        if tool is None:
-            return None
-        call, missing = ground(tool, waiting.call, f"{waiting.said} {text}", self.clock())
-        return None if missing is not None else replace(call, id=waiting.call.id)
+        call, missing = ground(tool, waiting.call, f"{waiting.said} {text}", self.clock()) if tool else (None, "")
+        return replace(call, id=waiting.call.id) if call is not None and missing is None else None
 
     def _action(self, turn: int) -> ToolCall | None:
         """The current state's action as a valid call with the slot values, when it is due."""
@@ -277,15 +285,16 @@ class Agent:
     async def _llm(self, t: Turn, turn: int, tools: list[Tool]) -> AsyncIterator[AgentItem]:
         """One LLM round: checked prose is spoken as it streams; calls it makes are run (or asked about)."""
         yield _Line("")  # a new round: its text is a new sentence
-        options, messages = round_request(self.flow, self.memory, self.system_prompt, self.generation,
+        options, messages = rounds.round_request(self.flow, self.memory, self.system_prompt, self.generation,
                                           self.options, t, tools, self._state_tools())
         gate, filler = SpeechGate(), self.options.call_filler if tools else ""
+        said = " ".join(m["content"] for m in self.history[-8:] if m["role"] == "user")
         guard = SpeechGuard(replies.internal_texts(messages, options.tools), user_text=t.text, acted=t.acted)
         async with contextlib.aclosing(self.llm.stream_chat(messages, options)) as deltas:
             async for delta in deltas:
                 if speak := guard.feed(gate.feed(delta)):
                     yield speak
-                if not t.filled and (line := call_filler(self.toolbox, gate.held, filler)):
+                if not t.filled and (line := rounds.call_filler(self.toolbox, gate.held, filler, said)):
                     t.filled = True
                     yield _Line(line)
         tail, held = gate.finish()
@@ -310,13 +319,21 @@ class Agent:
         """Calls to make: times and days read from the user's words (unless `grounded`), then a
         consequential one is asked about, the others run, and their outcomes answered."""
         before = self.flow.path if self.flow else None
+        said = " ".join(m["content"] for m in self.history[-8:] if m["role"] == "user")
         for i, call in enumerate(calls):
             tool = self.toolbox.get(call.name)
             if tool is None or grounded:
                 continue
+            if (name := unsaid(tool, call, said)) is not None:  # "Paris" for "is it cold?": never run
+                if is_question(t.text):
+                    yield _Line(tool.question(name))
+                else:  # a remark ("the weather has been lovely"), not a request: just answer it
+                    async for item in self._llm(t, turn, []):
+                        yield item
+                return
             calls[i], missing = ground(tool, call, t.text, self.clock())
             if missing is not None:  # the user did not say when: ask, and keep the call for the answer
-                yield announce(turn, calls[i], calls[i])
+                yield rounds.announce(turn, calls[i], calls[i])
                 self._waiting = Waiting(calls[i], missing, t.text)
                 yield _Line(tool.question(missing))
                 return
@@ -364,7 +381,7 @@ class Agent:
         tool = self.toolbox.get(call.name)
         assert tool is not None
         checked = check_arguments(tool, call)
-        yield announce(turn, call, checked)
+        yield rounds.announce(turn, call, checked)
         if isinstance(checked, ToolOutcome):
             self._last_outcomes = [checked]
             yield ToolFinished(turn=turn, id=call.id, ok=False, result=checked.result)
@@ -380,7 +397,7 @@ class Agent:
             box = Toolbox([*self.toolbox.pick(["*"]), *(flow_tools(self.flow) if self.flow else [])])
             for c in calls if fresh else []:
                 tool = box.get(c.name)
-                yield announce(turn, c, check_arguments(tool, c) if tool else c)
+                yield rounds.announce(turn, c, check_arguments(tool, c) if tool else c)
             await self.may_act.wait()  # a prepared reply runs no tool before its turn is confirmed
             said = " ".join(m["content"] for m in self.history[-8:] if m["role"] == "user")
             tasks = [asyncio.ensure_future(box.run(c, said)) for c in calls]
@@ -400,7 +417,7 @@ class Agent:
             yield ToolFinished(turn=turn, id=o.call.id, ok=o.ok, result=o.result)
             tool = self.toolbox.get(o.call.name)
             if o.ok and tool is not None and tool.consequential:
-                self._journal[call_key(o.call)] = o
+                self._journal[rounds.call_key(o.call)] = o
                 t.acted = True
             builtin = o.call.name in BUILTIN
             if self.flow and not builtin:
@@ -418,7 +435,7 @@ class Agent:
         return self.toolbox.pick(names) + (flow_tools(self.flow) if self.flow else [])
 
     def _offered(self, text: str) -> list[Tool]:
-        return offered(self._state_tools(), text, self._used_last, self.options.route_tools)
+        return rounds.offered(self._state_tools(), text, self._used_last, self.options.route_tools)
 
     def _next_id(self, turn: int) -> str:
         self._calls += 1

@@ -58,6 +58,8 @@ def inline_refs(schema: dict[str, Any], depth: int = 8) -> dict[str, Any]:
             return [visit(x, level) for x in node]
         if not isinstance(node, dict):
             return node
+        if isinstance(node.get("pattern"), str):  # llama-cpp-python's converter leaves \d in GBNF, which
+            node = {**node, "pattern": _plain_classes(node["pattern"])}  # llama.cpp cannot parse
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/$defs/"):
             target = defs.get(ref.removeprefix("#/$defs/"))
@@ -67,6 +69,10 @@ def inline_refs(schema: dict[str, Any], depth: int = 8) -> dict[str, Any]:
         return {k: visit(v, level) for k, v in node.items() if k != "$defs"}
 
     return visit(schema, 0)
+
+
+def _plain_classes(pattern: str) -> str:
+    return pattern.replace(r"\d", "[0-9]").replace(r"\w", "[A-Za-z0-9_]").replace(r"\s", "[ ]")
 
 
 def tool_call_grammar(tools: list[dict[str, Any]], names: list[str] | None = None) -> str:
@@ -124,6 +130,12 @@ class LazyGrammarLlama(llama_cpp.Llama):
 
 
 def lazy_tool_grammar(llama: LazyGrammarLlama, tools: list[dict[str, Any]], names: list[str]) -> LazyGrammar:
+    """The grammar for these tools, checked once by llama.cpp's own parser: a grammar it cannot
+    parse would make every later sampler NULL (a crash), so that raises ValueError here instead."""
+    gbnf = tool_call_grammar(tools, names)
+    sampler = llama_cpp.llama_sampler_init_grammar(llama._model.vocab, gbnf.encode(), b"root")
+    if not sampler:
+        raise ValueError(f"llama.cpp cannot parse the tool-call grammar of {names}")
+    llama_cpp.llama_sampler_free(sampler)
     token = llama.tool_call_token()
-    return LazyGrammar(tool_call_grammar(tools, names), patterns=trigger_patterns(),
-                       tokens=[token] if token is not None else [])
+    return LazyGrammar(gbnf, patterns=trigger_patterns(), tokens=[token] if token is not None else [])

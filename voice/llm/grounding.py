@@ -8,11 +8,17 @@ me at 6 pm" became 06:00 in the call, and the confirmation read "... at 6 pm at 
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import datetime
 
-from voice.agents.dates import next_occurrence, parse_clock, parse_day
+from voice.agents.dates import meridiem, next_occurrence, parse_clock, parse_day
+from voice.agents.slots import normalize, parse_time
 from voice.llm.tools import Tool, ToolCall
+
+_QUESTION = re.compile(r"^(?:\W*(?:wait|oh|hmm|um|okay|ok|so|and|but|also|actually|hey|sorry)\b\W*)*"
+                       r"(?:what|what's|whats|how|will|is|are|can|could|do|does|did|when|where|who|why|which|"
+                       r"should|would|shall)\b")
 
 
 def ground(tool: Tool, call: ToolCall, said: str, now: datetime) -> tuple[ToolCall, str | None]:
@@ -43,4 +49,39 @@ def ground(tool: Tool, call: ToolCall, said: str, now: datetime) -> tuple[ToolCa
     if missing is not None and missing not in required and not args.get(missing):
         missing = None
     return replace(call, arguments=args), missing
+
+
+
+def unsaid(tool: Tool, call: ToolCall, said: str) -> str | None:
+    """The first `grounded` argument whose value the user never said ("Paris" for "is it cold?")."""
+    heard = normalize(said)
+    return next((name for name in tool.grounded if isinstance(call.arguments.get(name), str)
+                 and normalize(call.arguments[name]) not in heard), None)
+
+
+def is_question(text: str) -> bool:
+    """The words ask something ("Wait, will it rain in London?"), as opposed to answering."""
+    return text.strip().endswith("?") or _QUESTION.match(normalize(text)) is not None
+
+
+def correct(tool: Tool, call: ToolCall, text: str, now: datetime) -> ToolCall | None:
+    """A proposed call with the time or day the user just corrected ("No, make it four." after
+    3 pm: 16:00, the same half of the day unless the words say otherwise), or None."""
+    args = dict(call.arguments)
+    day = parse_day(text, now)
+    for name, kind in tool.kinds.items():
+        if kind == "day" and day is not None:
+            args[name] = day.isoformat()
+        if kind == "time" and isinstance(args.get(name), str):
+            new = parse_clock(text, now, day) if meridiem(text) else parse_time(text, prefer_pm=False)
+            if new is not None and not meridiem(text) and int(new[:2]) < 12 <= int(args[name][:2]):
+                new = f"{int(new[:2]) + 12:02d}{new[2:]}"  # keep the afternoon of the time it corrects
+            if new is not None:
+                args[name] = new
+    for name, kind in tool.kinds.items():  # a new time that has passed today moves to tomorrow
+        if kind == "day" and day is None and args.get(name) == now.date().isoformat():
+            clock = next((args[n] for n, k in tool.kinds.items() if k == "time" and n in args), None)
+            if clock is not None:
+                args[name] = next_occurrence(clock, None, now).isoformat()
+    return replace(call, arguments=args) if args != call.arguments else None
 

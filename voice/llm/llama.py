@@ -232,7 +232,7 @@ class LlamaCppEngine:
         self._caches = [CachedPrompt() for _ in range(contexts)]
         self._releases = itertools.count(1)  # CachedPrompt.used
         self._active: dict[int, _Request] = {}
-        self._grammars: dict[str, LazyGrammar] = {}  # tool-call grammars by (tools, callable) JSON
+        self._grammars: dict[str, LazyGrammar | None] = {}  # tool-call grammars by (tools, callable) JSON
         self._waits = QueueWaits()  # request queued -> a context takes it
         self._closed = False
         self._threads = [threading.Thread(target=self._worker, args=(i,), name=f"llama-{i}", daemon=True)
@@ -418,12 +418,16 @@ class LlamaCppEngine:
         if not options.tools or options.callable_tools is None:
             return None
         key = json.dumps([options.tools, options.callable_tools], sort_keys=True)
-        if (grammar := self._grammars.get(key)) is None:
-            grammar = lazy_tool_grammar(llama, options.tools, list(options.callable_tools))
+        if key not in self._grammars:
+            try:
+                grammar: LazyGrammar | None = lazy_tool_grammar(llama, options.tools, list(options.callable_tools))
+            except ValueError as e:  # unconstrained then: the lenient parser still reads the calls
+                log.warning("%s; tool calls are not constrained", e)
+                grammar = None
             if len(self._grammars) >= 64:
                 self._grammars.clear()
             self._grammars[key] = grammar
-        return grammar
+        return self._grammars[key]
 
     def _pick_threads(self, llama: llama_cpp.Llama, index: int) -> None:
         """Threads for the next token, and for the next prompt evaluation: n_threads_batch only

@@ -8,6 +8,7 @@ were said: the grammar enforces it), how much history, and where the facts go.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field, replace
@@ -15,7 +16,7 @@ from typing import Any
 
 from voice.agents.slots import normalize
 from voice.llm import toolcalls
-from voice.llm.base import GenerationOptions
+from voice.llm.base import GenerationOptions, LlmEngine
 from voice.llm.events import ToolStarted
 from voice.llm.flows import FlowRun
 from voice.llm.memory import Memory
@@ -104,11 +105,20 @@ def offered(state_tools: list[Tool], text: str, used_last: set[str], route: bool
             or any(re.search(rf"\b{re.escape(w)}", words) for w in x.triggers)]
 
 
-def call_filler(toolbox: Toolbox, held: str, filler: str) -> str | None:
-    """The filler for a call being written, once its tool is known to be an ordinary one."""
+def call_filler(toolbox: Toolbox, held: str, filler: str, said: str) -> str | None:
+    """The filler for a call being written, once its tool is known to be an ordinary one and the
+    values of its `grounded` arguments are written and were said by the user (a call on a value
+    nobody said is never run: no "Let me check." before a plain answer)."""
     name = toolcalls.called_name(held) if held and filler else None
     tool = toolbox.get(name) if name else None
-    return filler if tool is not None and not tool.consequential else None
+    if tool is None or tool.consequential:
+        return None
+    heard = normalize(said)
+    for argument in tool.grounded:
+        m = re.search(rf'"{re.escape(argument)}"\s*:\s*"([^"]*)"', held)
+        if m is None or normalize(m.group(1)) not in heard:
+            return None
+    return filler
 
 
 def announce(turn: int, call: ToolCall, checked: ToolCall | ToolOutcome) -> ToolStarted:
@@ -119,3 +129,13 @@ def announce(turn: int, call: ToolCall, checked: ToolCall | ToolOutcome) -> Tool
 
 def call_key(call: ToolCall) -> str:
     return f"{call.name}:{json.dumps(call.arguments, sort_keys=True)}"
+
+
+async def warm_up(llm: LlmEngine, requests: list[tuple[GenerationOptions, list[dict[str, Any]]]]) -> None:
+    """Evaluate each request's prompt, one token each, so the first caller finds the plain round's
+    and the tool round's prefix (system prompt + every tool) in llama.cpp's KV caches: a cold
+    tool round costs ~2 s of prompt evaluation on a CPU."""
+    for options, messages in requests:
+        async with contextlib.aclosing(llm.stream_chat(messages, replace(options, max_tokens=1))) as deltas:
+            async for _ in deltas:
+                break
