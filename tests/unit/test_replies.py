@@ -37,12 +37,13 @@ def test_a_made_up_tool_gets_no_line_so_the_model_answers_plainly():
     assert replies.outcome_line(error_outcome(CALL, "unknown_tool", "no such tool"), None) is None
 
 
-def test_facts_carry_the_result_and_internal_texts_skip_lines_meant_to_be_said():
+def test_facts_carry_the_result_and_internal_texts_are_rules_and_tools_not_what_is_meant_to_be_said():
     facts = replies.facts([ToolOutcome(CALL, True, {"sky": "sunny"})])
-    messages = [{"role": "system", "content": f'Be brief.\nSay something like: "Which city?"\n{facts}'}]
+    prompt = (f"You are the assistant of a cafe open from 8 am to 6 pm.\nRules:\n- Be brief.\nYour goal now: ask "
+              f'which city.\nSay something like: "Which city?"\n{facts}')
     assert '"sky": "sunny"' in facts
-    assert replies.internal_texts(messages, [get_weather.schema()]) == [
-        "Be brief.", "Facts for your answer (answer the user's last message with them, in plain words):", "Weather."]
+    assert replies.internal_texts([{"role": "system", "content": prompt}], [get_weather.schema()]) == [
+        replies.FACTS_HEADER, "Be brief.", "Weather."]
 
 
 def test_a_dropped_claim_ends_with_an_honest_line():

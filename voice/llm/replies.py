@@ -63,22 +63,23 @@ def bad_argument(outcome: ToolOutcome, tool: Tool) -> str | None:
     return min(found)[1] if found else (names[0] if names else None)
 
 
+FACTS_HEADER = "Facts for your answer (answer the user's last message with them, in plain words):"
+
+
 def facts(outcomes: list[ToolOutcome]) -> str:
     """Successful results for the model's system prompt (never a note it could read out)."""
-    lines = [f"- {o.call.name}: {json.dumps(o.result, ensure_ascii=False)}" for o in outcomes if o.ok]
-    return ("Facts for your answer (answer the user's last message with them, in plain words):\n"
-            + "\n".join(lines)) if lines else ""
+    lines = [f"* {o.call.name}: {json.dumps(o.result, ensure_ascii=False)}" for o in outcomes if o.ok]
+    return FACTS_HEADER + "\n" + "\n".join(lines) if lines else ""
 
 
 def internal_texts(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> list[str]:
-    """What the model was shown that the user must never hear from it: the system prompt (split
-    into its lines: each rule on its own) and the tool definitions. Not the lines meant to be said
-    (a flow state's "Say something like: ...") nor result data (JSON lines)."""
-    out: list[str] = []
+    """What the model was told that the user must never hear read back: the prompt's rules (its
+    "- " lines), the facts header and the tool definitions. Not the identity, goal and ask lines:
+    they hold what the agent is meant to say ("we are open from 5 pm to 10 pm", "how many people?")."""
+    out = [FACTS_HEADER]
     for m in messages:
         if m.get("role") == "system" and m.get("content"):
-            out += [line.strip("- ") for line in str(m["content"]).splitlines()
-                    if line.strip() and "{" not in line and not line.startswith("Say something like")]
+            out += [line.strip()[2:] for line in str(m["content"]).splitlines() if line.strip().startswith("- ")]
     for t in tools or []:
         f = t.get("function", {})
         out.append(str(f.get("description", "")))
