@@ -95,16 +95,21 @@ def test_values_match_numbers_by_value_and_lists_item_by_item():
 
 def test_no_tools_and_forbidden_tools():
     booked = ToolUse("c1", "book_table", {"party_size": 4}, ok=True)
-    assert check_no_tools([]).ok and not check_no_tools([booked]).ok
+    weather = ToolUse("c2", "get_weather", {"city": "Paris"}, ok=False)  # tried, failed: still a call
+    assert check_no_tools([]).ok and not check_no_tools([booked]).ok and not check_no_tools([weather]).ok
     assert check_no_tools([booked], ["add_reminder"]).ok
     assert not check_no_tools([booked], ["book_table"]).ok
 
 
-def test_a_declined_call_announced_earlier_is_not_a_call_of_this_turn():
+def test_a_proposal_or_a_declined_earlier_proposal_is_not_a_call_of_this_turn():
+    proposed = ToolUse("c1", "book_table", {"party_size": 2})  # "Shall I book it?": no result yet
     declined = ToolUse("c1", "add_reminder", {"time": "17:00"}, ok=False, announced=False)
+    assert check_no_tools([proposed]).ok and check_no_tools([proposed], ["book_table"]).ok
     assert check_no_tools([declined]).ok and check_no_tools([declined], ["add_reminder"]).ok
-    announced_and_invalid = ToolUse("c2", "add_reminder", {"time": "soon"}, ok=False)
-    assert not check_no_tools([announced_and_invalid]).ok
+    tried_with_bad_arguments = ToolUse("c2", "add_reminder", {"time": "soon"}, ok=False)
+    assert not check_no_tools([tried_with_bad_arguments]).ok
+    confirmed_now = ToolUse("c1", "book_table", {"party_size": 2}, ok=True, announced=False)
+    assert not check_no_tools([confirmed_now], ["book_table"]).ok
 
 
 # ---------------------------------------------------------------- reply text
@@ -175,6 +180,9 @@ def test_answers_confirmations_and_short_turns_are_not_echo():
                       "you like best?", 0.8).ok
     assert echo_score("Remind me to call my sister at 6 pm.", "Shall I remind you to call my sister at 6 pm?") == 0
     assert echo_score("Yes please.", "Yes please.") == 0  # under 4 words: not judged
+    assert check_echo("A table for two.", "A table for 2. What time would you like to come? We are open from 5 "
+                      "to 10 pm.", 0.8).ok
+    assert not check_echo("A table for two.", "A table for two.", 0.8).ok
 
 
 @pytest.mark.parametrize("reply", [

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from voice.eval.evaluate import evaluate, turn_facts
 from voice.eval.html_report import render
-from voice.eval.report import summarize, to_json
+from voice.eval.report import scenario_json, summarize, to_json
 from voice.eval.runner import EvalRun
 from voice.eval.scenario import parse_scenario
 from voice.eval.session import SETTLE_S, ScenarioSession, TurnLog
@@ -192,7 +192,7 @@ def test_the_json_report_has_pass_rates_per_category_and_per_turn_results():
             *reply(1, "Rain, 14 degrees.", 1.0)]
     results = [evaluate(ok_s, [log_of(ok_s, 0, good, 0, 3)]),
                evaluate(bad_s, [log_of(bad_s, 0, reply(1, "The tool call failed <b>", 1.0), 0, 3)])]
-    summary, cats = summarize(results)
+    summary, cats = summarize([scenario_json(r) for r in results])
     assert (summary["scenarios"], summary["passed"], summary["pass_rate"]) == (2, 1, 0.5)
     assert cats == {"arithmetic": {"scenarios": 1, "passed": 0, "pass_rate": 0.0},
                     "weather": {"scenarios": 1, "passed": 1, "pass_rate": 1.0}}

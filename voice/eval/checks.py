@@ -7,9 +7,10 @@ because a failure report is only useful if it shows what the agent said.
 Built-in checks (every turn, unless `skip_checks` names them):
 - no_internal_text: the reply contains none of the agent's internal notes, prompt lines, tool
   names or JSON (phrases taken from voice/llm/agent.py, toolcalls.py, flows.py and tools.py);
-- no_echo: no reply sentence, nor the whole reply, is the user's words back (word similarity with
-  you/I swapped, above `max_echo`; user turns of fewer than 4 words are not checked, and a
-  read-back framed as a confirmation question, "Shall I ...?", is not an echo);
+- no_echo: the whole reply, or one of its sentences, is not the user's words back (word similarity
+  with you/I swapped, above `max_echo`). User turns under 4 words are not judged; a short phrase
+  (under 6 words) read back inside a longer reply is grounding ("A table for 2. What time...?"),
+  and so is a read-back framed as a confirmation question ("Shall I ...?");
 - no_false_claims: the reply does not say something was done, booked, set, sent or reminded
   unless a tool succeeded in this turn.
 """
@@ -46,8 +47,9 @@ class ToolUse:
 
     @property
     def happened(self) -> bool:
-        """A call this turn made: not one proposed earlier and declined now ("no" is no call)."""
-        return self.announced or self.ok is not False
+        """The tool ran (or was tried) this turn. A consequential call only proposed ("Shall I book
+        it?", no result yet) did not happen, nor did an earlier proposal declined now."""
+        return self.ok is not None and (self.announced or self.ok)
 
 
 @dataclass
@@ -175,7 +177,8 @@ def check_internal_text(reply: str) -> Check:
 
 _PERSON = {"you": "i", "me": "i", "your": "my", "yours": "mine", "yourself": "myself", "you're": "i'm",
            "youre": "i'm", "you've": "i've", "you'll": "i'll", "you'd": "i'd", "are": "am", "we": "i", "our": "my"}
-MIN_ECHO_WORDS = 4
+MIN_ECHO_WORDS = 4       # shorter user turns ("yes please") are not judged
+SENTENCE_ECHO_WORDS = 6  # a shorter phrase read back inside a longer reply ("A table for 2.") is grounding
 
 
 def _as_speaker(text: str) -> list[str]:
@@ -195,7 +198,7 @@ def echo_score(user: str, reply: str) -> float:
     if len(u) < MIN_ECHO_WORDS:
         return 0.0
     own = [s for s in sentences(reply) if not _CONFIRMING.search(s)]
-    parts = [" ".join(own), *own]
+    parts = [" ".join(own), *(own if len(u) >= SENTENCE_ECHO_WORDS else [])]
     return max((difflib.SequenceMatcher(None, u, _as_speaker(p), autojunk=False).ratio() for p in parts),
                default=0.0)
 

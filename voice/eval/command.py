@@ -41,6 +41,8 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--html", type=Path, dest="html_out", help="write a self-contained HTML report here")
     e.add_argument("--audio-model", default="whisper-base", help="Whisper for check_audio (default whisper-base)")
     e.add_argument("--data-dir", type=Path, help="the started server's data folder and log (default: a temp folder)")
+    e.add_argument("--server-code", type=Path, help="start the server from this source tree (e.g. a checkout of the "
+                                                   "code before a change) instead of the installed package")
     e.add_argument("--list", action="store_true", help="check the files and list the scenarios; run nothing")
     e.set_defaults(func=cmd_eval)
 
@@ -77,7 +79,8 @@ async def run(scenarios: list, args: argparse.Namespace) -> int:
     from voice.eval.server import ServerStartError
 
     options = RunOptions(url=args.url, token=args.token, config=args.config, temperature=args.temperature,
-                         concurrency=args.concurrency, audio_model=args.audio_model, data_dir=args.data_dir)
+                         concurrency=args.concurrency, audio_model=args.audio_model, data_dir=args.data_dir,
+                         server_code=args.server_code)
     print(f"voice eval: {len(scenarios)} scenarios, {args.concurrency} at a time"
           + ("" if args.url else " (starting a server)"), file=sys.stderr)
     try:

@@ -46,32 +46,41 @@ def rate(passed: int, total: int) -> float | None:
     return round(passed / total, 4) if total else None
 
 
-def summarize(results: list[ScenarioResult]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """(overall summary, per-category {scenarios, passed, pass_rate})."""
+def summarize(scenarios: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(overall summary, per-category {scenarios, passed, pass_rate}) of scenario reports
+    (`scenario_json`), so merged reports are summed the same way."""
     cats: dict[str, dict[str, Any]] = {}
-    for r in results:
-        c = cats.setdefault(r.scenario.category, {"scenarios": 0, "passed": 0})
+    for sc in scenarios:
+        c = cats.setdefault(sc["category"], {"scenarios": 0, "passed": 0})
         c["scenarios"] += 1
-        c["passed"] += r.status == "passed"
+        c["passed"] += sc["status"] == "passed"
     for c in cats.values():
         c["pass_rate"] = rate(c["passed"], c["scenarios"])
-    turns = [t for r in results for t in r.turns]
-    ran = [t for t in turns if t.status != "not_run"]
-    failed_checks = Counter(c.name for t in ran for c in t.failures)
-    passed = sum(r.status == "passed" for r in results)
-    summary = {"scenarios": len(results), "passed": passed, "failed": sum(r.status == "failed" for r in results),
-               "errors": sum(r.status == "error" for r in results), "pass_rate": rate(passed, len(results)),
-               "turns": len(turns), "turns_run": len(ran), "turns_passed": sum(t.status == "passed" for t in ran),
-               "turn_pass_rate": rate(sum(t.status == "passed" for t in ran), len(ran)),
-               "failed_checks": dict(failed_checks.most_common())}
+    turns = [t for sc in scenarios for t in sc["turns"]]
+    ran = [t for t in turns if t["status"] != "not_run"]
+    turns_passed = sum(t["status"] == "passed" for t in ran)
+    failed_checks = Counter(c["name"] for t in ran for c in t["checks"] if not c["ok"])
+    passed = sum(sc["status"] == "passed" for sc in scenarios)
+    summary = {"scenarios": len(scenarios), "passed": passed,
+               "failed": sum(sc["status"] == "failed" for sc in scenarios),
+               "errors": sum(sc["status"] == "error" for sc in scenarios), "pass_rate": rate(passed, len(scenarios)),
+               "turns": len(turns), "turns_run": len(ran), "turns_passed": turns_passed,
+               "turn_pass_rate": rate(turns_passed, len(ran)), "failed_checks": dict(failed_checks.most_common())}
     return summary, dict(sorted(cats.items()))
 
 
+def with_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """`report` with its summary and categories (re)computed from its scenarios."""
+    summary, categories = summarize(report["scenarios"])
+    head = {k: v for k, v in report.items() if k not in ("summary", "categories", "scenarios")}
+    return {**head, "summary": summary, "categories": categories, "scenarios": report["scenarios"]}
+
+
 def to_json(run: EvalRun) -> dict[str, Any]:
-    summary, categories = summarize(run.results)
-    return {"tool": "voice eval", "format": FORMAT, "started": run.started, "duration_s": run.duration_s,
-            "url": run.url, "models": run.models, "server_log": run.server_log, **run.extra,
-            "summary": summary, "categories": categories, "scenarios": [scenario_json(r) for r in run.results]}
+    report = {"tool": "voice eval", "format": FORMAT, "started": run.started, "duration_s": run.duration_s,
+              "url": run.url, "models": run.models, "server_log": run.server_log, **run.extra,
+              "scenarios": [scenario_json(r) for r in run.results]}
+    return with_summary(report)
 
 
 # ---------------------------------------------------------------- terminal

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,11 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from voice.client import ClientError
 from voice.eval.evaluate import ScenarioResult, audio_checkable, evaluate
 from voice.eval.scenario import Scenario
 from voice.eval.server import SpawnedServer, models_of, start_server
 from voice.eval.session import ScenarioSession, TurnLog
 from voice.eval.speech import ReplyListener, UserVoice, read_wav
+from voice.protocol import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ class RunOptions:
     concurrency: int = 2
     audio_model: str = "whisper-base"  # Whisper for check_audio
     data_dir: Path | None = None      # the started server's data folder (default: a temp folder)
+    server_code: Path | None = None   # start the server from this source tree (default: installed)
 
 
 @dataclass
@@ -75,16 +79,35 @@ async def speak_turns(scenarios: list[Scenario], voice: UserVoice | None = None)
     return out
 
 
+BUSY_WAIT_S = 120.0  # how long a scenario keeps retrying a server that is at capacity
+
+
+def _retry_after_s(message: str) -> float:
+    """The server's retry hint ("retry_after_ms=10000" in SERVER_BUSY), 0.5..10 s."""
+    m = re.search(r"retry_after_ms=(\d+)", message)
+    return min(10.0, max(0.5, int(m.group(1)) / 1000)) if m else 2.0
+
+
 async def _play(scenario: Scenario, url: str, audio: dict[int, np.ndarray], token: str | None) -> _Played:
-    session = ScenarioSession(scenario, url, audio, token=token)
-    t0 = time.monotonic()
-    error = ""
-    try:
-        await session.run()
-    except Exception as e:  # a session that cannot connect or breaks is this scenario's failure only
-        error = f"{type(e).__name__}: {e}"
-        log.warning("scenario %s: %s", scenario.name, error)
-    return _Played(scenario, session.logs, session.opening, error, round(time.monotonic() - t0, 2))
+    """One scenario in its own session; a busy server (admission control) is asked again, as a
+    caller would, for up to BUSY_WAIT_S."""
+    give_up = time.monotonic() + BUSY_WAIT_S
+    while True:
+        session = ScenarioSession(scenario, url, audio, token=token)
+        t0 = time.monotonic()
+        error = ""
+        try:
+            await session.run()
+        except ClientError as e:
+            if e.code == ErrorCode.SERVER_BUSY and not session.logs and time.monotonic() < give_up:
+                await asyncio.sleep(_retry_after_s(e.message))
+                continue
+            error = f"{type(e).__name__}: {e}"
+        except Exception as e:  # a session that cannot connect or breaks is this scenario's failure only
+            error = f"{type(e).__name__}: {e}"
+        if error:
+            log.warning("scenario %s: %s", scenario.name, error)
+        return _Played(scenario, session.logs, session.opening, error, round(time.monotonic() - t0, 2))
 
 
 async def _listen(played: list[_Played], listener: ReplyListener) -> dict[str, dict[int, str]]:
@@ -111,7 +134,8 @@ async def run_scenarios(scenarios: list[Scenario], options: RunOptions,
         if data_dir is None:
             tmp = tempfile.TemporaryDirectory(prefix="voice-eval-")
             data_dir = Path(tmp.name)
-        server = await start_server(data_dir, config=options.config, temperature=options.temperature)
+        server = await start_server(data_dir, config=options.config, temperature=options.temperature,
+                                    code_root=options.server_code)
         url = server.url
         models = models_of(options.config, options.temperature)
     else:

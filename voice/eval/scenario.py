@@ -80,8 +80,8 @@ class Expect(_Strict):
 
     max_wer: float | None = Field(None, ge=0)            # spoken: ASR transcript vs the words said
     tools: list[ToolExpect] = Field(default_factory=list)
-    no_tools: bool = False                               # no tool may be called this turn
-    forbid_tools: list[str] = Field(default_factory=list)
+    no_tools: bool = False                               # no tool may run this turn (a proposal may)
+    forbid_tools: list[str] = Field(default_factory=list)  # these tools may not run this turn
     state: str | None = None                             # flow state after the turn ("time" or "booking/time")
     slots: dict[str, Any] = Field(default_factory=dict)  # slot values after the turn (subset)
     reply: ReplyExpect | None = None

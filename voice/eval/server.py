@@ -47,8 +47,10 @@ class SpawnedServer:
         return self.proc.returncode
 
 
-def server_env(data_dir: Path, temperature: float | None) -> dict[str, str]:
+def server_env(data_dir: Path, temperature: float | None, code_root: Path | None = None) -> dict[str, str]:
     env = {**os.environ, "VOICE_DATA_DIR": str(data_dir)}
+    if code_root is not None:  # another checkout's `voice` package (e.g. the code before a fix)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code_root), env.get("PYTHONPATH")]))
     env.setdefault("OMP_NUM_THREADS", "1")  # as the tests run it: no OpenMP pool fighting the engines
     if temperature is not None:
         env["VOICE_LLM__TEMPERATURE"] = str(temperature)
@@ -56,8 +58,9 @@ def server_env(data_dir: Path, temperature: float | None) -> dict[str, str]:
 
 
 async def start_server(data_dir: Path, *, config: str | None = None, temperature: float | None = 0.0,
-                       timeout_s: float = 180.0) -> SpawnedServer:
-    """Start `voice serve --port 0` and wait for its ready line (model loading takes a while)."""
+                       code_root: Path | None = None, timeout_s: float = 180.0) -> SpawnedServer:
+    """Start `voice serve --port 0` and wait for its ready line (model loading takes a while).
+    `code_root`: run the server from that source tree instead of the installed package."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
     args = [sys.executable, "-m", "voice.cli", "--log-level", "info", "serve", "--port", "0"]
@@ -66,7 +69,8 @@ async def start_server(data_dir: Path, *, config: str | None = None, temperature
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child; closed below
     try:
         proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, stderr=log,
-                                                    env=server_env(data_dir, temperature))
+                                                    env=server_env(data_dir, temperature, code_root),
+                                                    cwd=code_root)
     finally:
         log.close()
     assert proc.stdout is not None
