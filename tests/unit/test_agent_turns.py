@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from scripted_agent import ScriptedLlm
+from scripted_agent import ScriptedLlm, booking_agent
 
 from voice.agents import assistant
 from voice.agents.store import ReminderStore
@@ -132,3 +132,31 @@ async def test_a_remark_that_triggers_a_tool_but_names_nothing_is_just_answered(
                                     "It really has been lovely!")
     spoken, events = await say(agent, "The weather has been lovely this week.")
     assert spoken == "It really has been lovely!" and events == [] and llm.requests[1][1].tools is None
+
+
+async def test_no_make_it_six_corrects_the_party_size_just_given_not_the_time(tmp_path):
+    agent, _, _ = booking_agent(tmp_path)
+    await say(agent, "Indian food, please.", 1)
+    await say(agent, "We are four.", 2)
+    spoken, _ = await say(agent, "No, make it six.", 3)
+    assert agent.flow.slots == {"cuisine": "indian", "party_size": 6} and agent.flow.name == "time"
+    assert spoken.startswith("A table for 6.")
+
+
+async def test_a_value_outside_the_slots_bounds_is_refused_with_the_limit(tmp_path):
+    agent, _, _ = booking_agent(tmp_path)
+    await say(agent, "Japanese.", 1)
+    too_many, _ = await say(agent, agent.dtmf_text("20"), 2)
+    assert agent.flow.name == "party_size" and "12" in too_many and too_many.endswith("?")
+    await say(agent, "Two of us.", 3)
+    too_late, _ = await say(agent, "Eleven pm.", 4)
+    assert agent.flow.name == "time" and "10 pm" in too_late
+
+
+async def test_a_question_at_the_confirmation_keeps_the_booking_ready(tmp_path):
+    agent, store, _ = booking_agent(tmp_path, "Yes, we have a kids menu.")
+    await say(agent, "Mexican food for two people at 8 pm, please.", 1)
+    spoken, _ = await say(agent, "Wait, do you have a kids menu?", 2)
+    assert agent.flow.name == "confirm" and spoken.endswith("Shall I book it?") and store.all() == []
+    await say(agent, "Yes, book it.", 3)
+    assert agent.flow.name == "confirmed" and [r["time"] for r in store.all()] == ["20:00"]

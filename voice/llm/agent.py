@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
@@ -38,7 +39,7 @@ from voice.agents.slots import parse_yes_no
 from voice.llm import arithmetic, replies, rounds, toolcalls
 from voice.llm.base import GenerationOptions, LlmEngine
 from voice.llm.events import AgentEvent, StateChanged, ToolFinished
-from voice.llm.flows import GO_TO_STEP, SET_SLOTS, FlowRun, FlowSpec, flow_tools
+from voice.llm.flows import GO_TO_STEP, SET_SLOTS, FlowRun, FlowSpec, Heard, flow_tools
 from voice.llm.grounding import correct, ground, is_question, unsaid
 from voice.llm.guard import SpeechGuard
 from voice.llm.memory import Memory
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 AgentItem = str | AgentEvent
 BUILTIN = (GO_TO_STEP, SET_SLOTS)
+CORRECTION = re.compile(r"^\W*(?:no|nope|sorry|oops|actually|wait)\b|\b(?:make it|change it to|i meant|i mean)\b",
+                        re.I)
 
 
 class _Line(str):
@@ -86,6 +89,7 @@ class Agent:
         self._last_outcomes: list[ToolOutcome] = []
         self._used_last: set[str] = set()  # tools called in the previous turn
         self._last_value: float | None = None  # the last sum worked out (arithmetic.py)
+        self._last_slots: set[str] = set()     # slots the previous turn filled (for corrections)
         #: Cleared while a reply is prepared ahead of a turn that may not happen (preemptive
         #: generation): the model may talk, but no tool runs until the turn is confirmed.
         self.may_act = asyncio.Event()
@@ -151,11 +155,11 @@ class Agent:
         """What hear() and a reply change before any tool runs, to undo a turn that did not happen."""
         return (list(self.memory.messages), self.flow.snapshot() if self.flow else None, self._pending,
                 self._waiting, self._turn, self._shown, self._calls, list(self._last_outcomes),
-                set(self._used_last), self._last_value)
+                set(self._used_last), self._last_value, set(self._last_slots))
 
     def rollback(self, checkpoint: Any) -> None:
         (messages, flow, self._pending, self._waiting, self._turn, self._shown, self._calls, outcomes,
-         used, self._last_value) = checkpoint
+         used, self._last_value, self._last_slots) = checkpoint
         self.memory.messages[:] = messages
         if self.flow is not None:
             self.flow.restore(flow)
@@ -195,7 +199,9 @@ class Agent:
         pending, self._pending = self._pending, None
         waiting, self._waiting = self._waiting, None
         flow = self.flow
-        heard = flow.hear(t.text) if flow else None
+        corrected = self._correction(t.text)  # "no, make it six": the slot just given, not this state's
+        heard = corrected or (flow.hear(t.text) if flow else None)
+        self._last_slots = set(heard.changed) if heard else set()
         for event in self.state_events():
             yield event
         if flow:
@@ -217,7 +223,11 @@ class Agent:
             async for item in self._do(t, turn, [call]):
                 yield item
             return
-        if flow and heard and heard.moved:
+        if flow and heard and not (heard.moved or heard.changed) and (line := replies.out_of_range(
+                flow.state.slots, t.text)):
+            yield _Line(line)
+            heard.moved = True  # ...and the question again
+        if flow and heard and (heard.moved or (corrected and not self._action(turn))):
             lines = [flow.spec.intents[heard.intent].say if heard.intent else None, flow.ask()]
             for line in filter(None, lines):
                 yield _Line(line)
@@ -260,6 +270,15 @@ class Agent:
                     yield event
         async for item in self._after_tools(t, turn, before):
             yield item
+
+    def _correction(self, text: str) -> Heard | None:
+        """A correction of the slot(s) the previous turn filled ("We are four." - "No, make it six."),
+        read with those slots' own parsers; None when it is not one."""
+        if not (self.flow and self._last_slots and CORRECTION.search(text)):
+            return None
+        specs = self.flow.spec.all_slots()
+        values = {n: v for n in self._last_slots if n in specs and (v := specs[n].read(text, strict=False)) is not None}
+        return self.flow.set_slots(values) if values else None
 
     def _corrected(self, call: ToolCall, text: str) -> ToolCall | None:
         tool = self.toolbox.get(call.name)

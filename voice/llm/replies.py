@@ -27,6 +27,27 @@ CANNOT = "Sorry, I can't do that."
 NOT_DONE = "Sorry, I haven't done that yet. Could you ask me again?"
 
 
+def out_of_range(slots: dict[str, Any], text: str) -> str | None:
+    """"Sorry, ..." when the words give a value for one of the state's slots that its bounds
+    refuse (a party of 20 where 12 is the most, 11 pm after closing): the limit is said, not
+    just the question again."""
+    from voice.agents.slots import parse_integer, parse_time, spoken_time
+
+    for spec in slots.values():
+        if spec.type == "integer" and (spec.minimum is not None or spec.maximum is not None):
+            value = parse_integer(text)
+            low = spec.minimum if spec.minimum is not None else value
+            high = spec.maximum if spec.maximum is not None else value
+            if value is not None and not low <= value <= high:
+                return f"Sorry, it has to be between {low} and {high}."
+        if spec.type == "time" and (spec.earliest or spec.latest):
+            value = parse_time(text)
+            if value and ((spec.earliest and value < spec.earliest) or (spec.latest and value > spec.latest)):
+                return (f"Sorry, that's outside our hours: from {spoken_time(spec.earliest or '00:00')} "
+                        f"to {spoken_time(spec.latest or '23:59')}.")
+    return None
+
+
 def closing_line(t: Turn, fallback: str) -> str | None:
     """The turn's last words when needed: an honest line after a claimed action that no tool did,
     a fixed one when nothing could be said (the guard held it all back, or there was nothing)."""
