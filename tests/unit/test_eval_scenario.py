@@ -146,3 +146,21 @@ def test_the_shipped_suite_loads_has_40_scenarios_and_a_typed_ci_subset():
     ci = select(suite, tags=["ci"])
     assert ci and not any(s.spoken for s in ci), "the ci subset is typed (fast)"
     assert {s.agent for s in suite} == {"assistant", "booking"}
+
+
+def test_the_cli_names_the_line_and_field_and_runs_nothing(tmp_path, capsys):
+    from voice.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace('"12#"', '"12x"'))
+    assert main(["eval", str(bad), "--url", "ws://127.0.0.1:9/ws"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing was run" in err and f"{bad}:12: turns[2]: dtmf '12x'" in err
+
+
+def test_the_cli_lists_the_selected_scenarios(capsys):
+    from voice.cli import main
+
+    assert main(["eval", "--list", "--tag", "ci"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed and all(" ci" in line for line in listed)

@@ -24,10 +24,11 @@ code{background:#f3f3f3;padding:0 .25em;border-radius:3px}
 """
 
 
-def _bars(values: list[tuple[str, float | None]], *, unit: str, limit: float | None = None,
+def _bars(values: list[tuple[str, float | None]], *, unit: str, limit: float | None = None, top: float = 0.0,
           width: int = 520, bar_h: int = 16) -> str:
-    """A horizontal bar chart as inline SVG: one labelled bar per value (None: no bar)."""
-    top = max([v for _, v in values if v is not None] + [limit or 0, 1.0])
+    """A horizontal bar chart as inline SVG: one labelled bar per value (None: no bar); `top` is
+    the value of a full bar (charts with the same `top` compare by eye)."""
+    top = max([v for _, v in values if v is not None] + [limit or 0, top, 1.0])
     height = bar_h * len(values) + 8
     rows = []
     for i, (label, v) in enumerate(values):
@@ -68,10 +69,10 @@ def _turn(t: dict[str, Any]) -> str:
            f'{"".join(lines)}{fails}</div>'
 
 
-def _scenario(sc: dict[str, Any]) -> str:
+def _scenario(sc: dict[str, Any], top_ms: float) -> str:
     turns = "".join(_turn(t) for t in sc["turns"])
     chart = _bars([(f'turn {t["index"] + 1}', t["voice_to_voice_ms"]) for t in sc["turns"] if t["status"] != "not_run"],
-                  unit="ms")
+                  unit="ms", top=top_ms)
     error = f'<p class="error">{escape(sc["error"])}</p>' if sc["error"] else ""
     opened = " open" if sc["status"] != "passed" else ""
     return (f'<details class="{sc["status"]}"{opened}><summary><span class="{sc["status"]}">{sc["status"]}</span> '
@@ -90,7 +91,8 @@ def render(report: dict[str, Any]) -> str:
     chart = _bars([(n, 100 * (c["pass_rate"] or 0)) for n, c in report["categories"].items()], unit="%")
     models = ", ".join(f"{k}: {v}" for k, v in report["models"].items())
     failed = ", ".join(f"{k} {v}" for k, v in s["failed_checks"].items()) or "none"
-    body = "".join(_scenario(sc) for sc in sorted(report["scenarios"], key=lambda x: x["status"] == "passed"))
+    top_ms = max([t["voice_to_voice_ms"] or 0 for sc in report["scenarios"] for t in sc["turns"]] + [1000])
+    body = "".join(_scenario(sc, top_ms) for sc in sorted(report["scenarios"], key=lambda x: x["status"] == "passed"))
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>voice eval {escape(report["started"])}</title>'
             f'<style>{CSS}</style></head><body><h1>voice eval</h1>'
             f'<p class="meta">{escape(report["started"])} · {report["duration_s"]:.0f} s · {escape(report["url"])}'
