@@ -130,7 +130,7 @@ def test_something_no_tool_can_do_is_refused_and_never_claimed(llm, tmp_path):
 
 def test_a_two_digit_multiplication_is_answered_with_the_number(llm, tmp_path):
     [(spoken, events)] = talk(llm, tmp_path, "What is seventeen times twenty-three?")
-    assert "391" in spoken and not events
+    assert "391" in spoken and not [e for e in events if e.type == "tool_call"]
 
 
 @pytest.mark.parametrize("statement", ["I love hiking in the mountains on weekends.", "I just started a new job."])

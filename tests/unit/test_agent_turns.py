@@ -160,3 +160,13 @@ async def test_a_question_at_the_confirmation_keeps_the_booking_ready(tmp_path):
     assert agent.flow.name == "confirm" and spoken.endswith("Shall I book it?") and store.all() == []
     await say(agent, "Yes, book it.", 3)
     assert agent.flow.name == "confirmed" and [r["time"] for r in store.all()] == ["20:00"]
+
+
+async def test_a_question_a_routed_tool_answers_must_be_a_call_and_a_remark_need_not(tmp_path):
+    agent, llm, _ = assistant_agent(tmp_path, '{"name": "get_weather", "arguments": {"city": "Nairobi"}}',
+                                    "Lovely indeed!")
+    await say(agent, "What will the weather be like in Nairobi tomorrow?", 1)
+    await say(agent, "The weather has been lovely this week.", 2)
+    asked, remarked = llm.requests[0][1], llm.requests[-1][1]
+    assert asked.require_call and asked.callable_tools == ("get_weather",)
+    assert remarked.tools is not None and not remarked.require_call

@@ -239,6 +239,7 @@ class Agent:
             return
         said, tools = len(t.spoken), self._offered(t.text)
         t.offered_action = any(x.consequential for x in tools)
+        t.must_call = any(x.triggers for x in tools) and is_question(t.text)
         if not any(x.triggers for x in tools) and (sum_ := arithmetic.solve(t.text, self._last_value)):
             self._last_value = sum_.value  # "and if I take away thirty from that?"
             yield _Line(sum_.spoken)

@@ -129,13 +129,17 @@ class LazyGrammarLlama(llama_cpp.Llama):
         return ids[0] if len(ids) == 1 else None
 
 
-def lazy_tool_grammar(llama: LazyGrammarLlama, tools: list[dict[str, Any]], names: list[str]) -> LazyGrammar:
+def lazy_tool_grammar(llama: LazyGrammarLlama, tools: list[dict[str, Any]], names: list[str], *,
+                      eager: bool = False) -> LlamaGrammar:
     """The grammar for these tools, checked once by llama.cpp's own parser: a grammar it cannot
-    parse would make every later sampler NULL (a crash), so that raises ValueError here instead."""
+    parse would make every later sampler NULL (a crash), so that raises ValueError here instead.
+    `eager`: applied from the first token (the reply must be a call), else lazily."""
     gbnf = tool_call_grammar(tools, names)
     sampler = llama_cpp.llama_sampler_init_grammar(llama._model.vocab, gbnf.encode(), b"root")
     if not sampler:
         raise ValueError(f"llama.cpp cannot parse the tool-call grammar of {names}")
     llama_cpp.llama_sampler_free(sampler)
+    if eager:
+        return LlamaGrammar.from_string(gbnf, verbose=False)
     token = llama.tool_call_token()
     return LazyGrammar(gbnf, patterns=trigger_patterns(), tokens=[token] if token is not None else [])

@@ -41,11 +41,12 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import llama_cpp
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from voice.batching import QueueWaits, busy_batchers
 from voice.llm.base import GenerationOptions
 from voice.llm.errors import LlmError, check_messages
-from voice.llm.grammar import LazyGrammar, LazyGrammarLlama, lazy_tool_grammar
+from voice.llm.grammar import LazyGrammarLlama, lazy_tool_grammar
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ class LlamaCppEngine:
         self._caches = [CachedPrompt() for _ in range(contexts)]
         self._releases = itertools.count(1)  # CachedPrompt.used
         self._active: dict[int, _Request] = {}
-        self._grammars: dict[str, LazyGrammar | None] = {}  # tool-call grammars by (tools, callable) JSON
+        self._grammars: dict[str, LlamaGrammar | None] = {}  # tool-call grammars by (tools, callable) JSON
         self._waits = QueueWaits()  # request queued -> a context takes it
         self._closed = False
         self._threads = [threading.Thread(target=self._worker, args=(i,), name=f"llama-{i}", daemon=True)
@@ -412,15 +413,16 @@ class LlamaCppEngine:
                   deltas, (time.monotonic() - started) * 1000)
         return _END, None
 
-    def _call_grammar(self, llama: LazyGrammarLlama, options: GenerationOptions) -> LazyGrammar | None:
-        """The lazy grammar that keeps calls valid (voice/llm/grammar.py), or None: no tools offered,
-        or the caller wants them unconstrained. Built once per tool set (a few ms)."""
+    def _call_grammar(self, llama: LazyGrammarLlama, options: GenerationOptions) -> LlamaGrammar | None:
+        """The grammar that keeps calls valid (voice/llm/grammar.py): lazy, or from the first token
+        when a call is required; None: no tools offered, or unconstrained. Built once per tool set."""
         if not options.tools or options.callable_tools is None:
             return None
-        key = json.dumps([options.tools, options.callable_tools], sort_keys=True)
+        key = json.dumps([options.tools, options.callable_tools, options.require_call], sort_keys=True)
         if key not in self._grammars:
             try:
-                grammar: LazyGrammar | None = lazy_tool_grammar(llama, options.tools, list(options.callable_tools))
+                grammar: LlamaGrammar | None = lazy_tool_grammar(llama, options.tools, list(options.callable_tools),
+                                                                 eager=options.require_call)
             except ValueError as e:  # unconstrained then: the lenient parser still reads the calls
                 log.warning("%s; tool calls are not constrained", e)
                 grammar = None

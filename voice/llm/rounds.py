@@ -51,6 +51,7 @@ class Turn:
     acted: bool = False           # an action tool succeeded: claims of having done it are true
     filled: bool = False          # a filler line was said
     offered_action: bool = False  # the model could have called an action (consequential) tool
+    must_call: bool = False       # a question that a routed tool answers: the reply is a call
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (verdict, sentence) not spoken
 
 
@@ -71,8 +72,10 @@ def round_request(flow: FlowRun | None, memory: Memory, system_prompt: str, gene
     always in the same order (one stable prompt prefix: its KV cache is reused turn after turn),
     and the grammar lets the reply call only the routed ones (`tools`)."""
     shown = state_tools if tools else []
+    constrain = bool(tools) and options.constrain_calls
     request = replace(generation, tools=[x.schema() for x in shown] or None,
-                      callable_tools=tuple(x.name for x in tools) if tools and options.constrain_calls else None)
+                      callable_tools=tuple(x.name for x in tools) if constrain else None,
+                      require_call=constrain and t.must_call)
     history = options.tool_history if tools else None
     return request, messages(flow, memory, system_prompt, t.facts, history, bool(tools))
 
