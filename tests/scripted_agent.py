@@ -44,16 +44,15 @@ def booking_agent(tmp_path, *replies: str, **options) -> tuple[Agent, BookingSto
 
 
 class Recorder:
-    """Collects what a Conversation sends: AUDIO frames and events, in order."""
+    """Collects what a ReplySpeaker emits: audio frames and events, in order (its `emit` sink)."""
 
     def __init__(self):
         self.frames, self.events = [], []
 
-    async def frame(self, frame):
-        self.frames.append(frame)
+    def emit(self, item):
+        from voice.pipeline.audio_out import OutFrame
 
-    async def emit(self, event):
-        self.events.append(event)
+        (self.frames if isinstance(item, OutFrame) else self.events).append(item)
 
     def types(self) -> list[str]:
         return [e.type for e in self.events]

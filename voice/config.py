@@ -21,8 +21,8 @@ from voice.asr.endpointing import TurnSettings
 from voice.asr.streaming import AsrSettings as StreamingSettings
 from voice.asr.vad import VadSettings
 from voice.llm.settings import LlmSettings
-from voice.pipeline.conversation import BargeInSettings
 from voice.pipeline.recording import RecordingSettings
+from voice.pipeline.settings import BargeInSettings, CallSettings, ContinuationSettings
 from voice.server.admission import AdmissionSettings
 from voice.tts import TtsSettings
 
@@ -48,6 +48,10 @@ class ServerSettings(Strict):
     handshake_timeout_s: float = Field(10.0, gt=0)  # HELLO must arrive within this time
     drain_timeout_s: float = Field(10.0, ge=0)      # SIGTERM waits this long for in-flight turns
     max_errors: int = Field(20, ge=1)               # non-fatal protocol errors before TOO_MANY_ERRORS
+    #: Typed turns and DTMF cost model time but no audio time: a session may send `turn_burst` at once,
+    #: then one every `turn_refill_s` (more get RATE_LIMITED); config/interrupt controls 4x as many.
+    turn_burst: int = Field(5, ge=1)
+    turn_refill_s: float = Field(2.0, gt=0)
     web_dir: Path = REPO_WEB_DIR                    # static files served at /
     #: SO_REUSEPORT: several server processes listen on one port and the kernel spreads the
     #: connections (`voice serve --workers N` sets it; so may hand-started processes).
@@ -79,6 +83,10 @@ class VadEngineSettings(Strict):
 
 class AgentSettings(Strict):
     barge_in: BargeInSettings = Field(default_factory=BargeInSettings)  # sessions may override per HELLO
+    #: The user goes on after a pause that ended the turn, before the reply was heard: one turn.
+    continuation: ContinuationSettings = Field(default_factory=ContinuationSettings)
+    #: Greeting, re-prompts, goodbye, maximum duration (agents' YAML `call:` and HELLO "call" override).
+    call: CallSettings = Field(default_factory=CallSettings)
     #: Start the reply on the ASR's early final, during the end-of-turn silence; it is held (nothing
     #: sent, no tool run) until the turn is confirmed and dropped if the user speaks on. Costs
     #: wasted LLM/TTS work on pauses shorter than the end-of-turn silence; saves that work's time.

@@ -75,3 +75,13 @@ ADMISSION_OVERLOADED = Gauge("voice_admission_overloaded",
 ADMISSION_REFUSED = Counter("voice_admission_refused_total",
                             "New sessions refused with SERVER_BUSY, by reason (max_sessions, capacity)",
                             ["reason"], registry=REGISTRY)
+
+# --- turn-taking (voice/pipeline/turns.py) --------------------------------------------------------
+TURN_VERDICTS = Counter("voice_turn_verdicts_total", "End-of-turn detector verdicts (complete, incomplete)",
+                        ["verdict"], registry=REGISTRY)
+CONTINUATIONS = Counter("voice_turn_continuations_total",
+                        "Turns the user went on with after a pause ended them (reply retracted, merged)",
+                        registry=REGISTRY)
+BACKCHANNELS = Counter("voice_backchannels_total", "Speech over the agent that did not take the turn",
+                       registry=REGISTRY)
+CALLS_ENDED = Counter("voice_calls_ended_total", "Calls the agent ended, by reason", ["reason"], registry=REGISTRY)

@@ -44,6 +44,7 @@ export const ErrorCode = Object.freeze({
   SHUTTING_DOWN: 4012,
   INTERNAL: 4013,
   TOO_MANY_ERRORS: 4014,
+  RATE_LIMITED: 4015,
 });
 
 /** BYE reason for an ordinary goodbye. */
@@ -70,7 +71,7 @@ export const FATAL_ERROR_CODES = Object.freeze(
 export const EVENT_TYPES = Object.freeze([
   "speech_started", "speech_stopped", "transcript_partial", "transcript_final", "input_ended",
   "session_options", "agent_text", "tool_call", "tool_result", "state_changed", "turn_metrics",
-  "interrupted",
+  "interrupted", "end_of_turn", "backchannel", "call_ending",
 ]);
 
 /**

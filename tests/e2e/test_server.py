@@ -103,7 +103,7 @@ def test_sigterm_drains_the_turn_in_flight_then_closes_with_1001(tmp_path):
             # the session keeps working during the drain: the rest of the utterance and its end
             silence = np.zeros(320, np.int16).tobytes()
             sender = threading.Thread(target=lambda: [ws.send(frame(MessageType.AUDIO, silence))
-                                                      for _ in range(60)], daemon=True)
+                                                      for _ in range(150)], daemon=True)  # 3 s: past the longest end-of-turn wait
             sender.start()
             try:
                 while True:

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from voice.protocol import messages
 from voice.protocol import (
     BYE_NORMAL,
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -71,6 +72,19 @@ _READY = Ready(
 _CAFE = TranscriptFinal(
     utterance=2, text="Un café, s'il vous plaît.", start_ms=1200.0, end_ms=2460.0, language="fr", t_ms=2515.5
 )
+# The turn-taking events (docs/protocol.md §8): the end-of-turn verdict, a merged (continued)
+# utterance, a backchannel, a cut with its reason, and the agent ending the call.
+_TURN_EVENTS = [
+    ("event_end_of_turn", messages.EndOfTurn(utterance=3, complete=False, probability=0.04, wait_ms=2000.0,
+                                             reason="ends with 'for'", audio_probability=0.81, t_ms=4100.0)),
+    ("event_transcript_final_continued", TranscriptFinal(utterance=4, text="A table for six people.",
+                                                         start_ms=3000.0, end_ms=6120.0, language="en",
+                                                         continues=3)),
+    ("event_backchannel", messages.Backchannel(utterance=5, text="Mm-hmm.", resumed=True)),
+    ("event_interrupted_continuation", messages.Interrupted(turn=2, played_ms=0.0, heard_text="",
+                                                            reason="continuation")),
+    ("event_call_ending", messages.CallEnding(reason="hang_up", t_ms=90500.0)),
+]
 
 
 def _valid(
@@ -120,6 +134,8 @@ def valid_vectors() -> list[dict[str, Any]]:
             timestamp=96000,
             note="EVENT with non-ASCII text",
         ),
+        *(_valid(name, T.EVENT, encode_event(event), seq=50 + i, note=f"EVENT {event.type}")
+          for i, (name, event) in enumerate(_TURN_EVENTS)),
         _valid(
             "event_speech_started",
             T.EVENT,

@@ -1,4 +1,4 @@
-"""Conversation with the real Qwen 0.5B and Piper: streamed reply, barge-in history, failures."""
+"""The reply speaker with the real Qwen 0.5B and Piper: streamed reply, barge-in history, failures."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import re
 import pytest
 from scripted_agent import Recorder
 
+from voice.llm.agent import Agent
 from voice.llm.base import GenerationOptions
 from voice.llm.errors import LlmError
 from voice.models import model_path
 from voice.pipeline.audio_out import AudioOut
-from voice.pipeline.conversation import APOLOGY, Conversation
+from voice.pipeline.speaker import APOLOGY, ReplySpeaker
 from voice.pipeline.turn_metrics import TurnMetrics
 
 
@@ -34,14 +35,14 @@ def words(text: str) -> list[str]:
 
 async def _interrupted_reply(llm, tts):
     rec = Recorder()
-    conv = Conversation(llm, tts, AudioOut("pcm16", 16000), rec.frame, rec.emit,
-                        system_prompt="You are a storyteller. Tell long, detailed stories.",
-                        generation=GenerationOptions(max_tokens=200, temperature=0.0))
-    conv.user_said("Tell me a long story about a dragon who learns to bake bread.", TurnMetrics(0))
+    agent = Agent(llm, system_prompt="You are a storyteller. Tell long, detailed stories.",
+                  generation=GenerationOptions(max_tokens=200, temperature=0.0))
+    conv = ReplySpeaker(agent, tts, AudioOut("pcm16", 16000), rec.emit)
+    conv.start("Tell me a long story about a dragon who learns to bake bread.", TurnMetrics(0))
     while sum(f.samples for f in rec.frames) < 16000 * 2.0:  # 2 s of the reply has been sent
         await asyncio.sleep(0.01)
     conv.playback_mark(sum(f.samples for f in rec.frames) - 16000 // 2)  # the client played 0.5 s less
-    await conv.interrupt()
+    rec.emit(conv.cut("barge_in"))
     sent_at_interrupt = len(rec.frames)
     await asyncio.sleep(0.5)
     spoken = "".join(e.text for e in rec.events if getattr(e, "type", "") == "agent_text" and not e.final)
@@ -83,9 +84,8 @@ def test_llm_failure_is_answered_with_a_spoken_apology(engines):
 
     async def run():
         rec = Recorder()
-        conv = Conversation(BrokenLlm(), tts, AudioOut("pcm16", 16000), rec.frame, rec.emit,
-                            system_prompt="x", generation=GenerationOptions())
-        conv.user_said("hello", TurnMetrics(0))
+        conv = ReplySpeaker(Agent(BrokenLlm(), system_prompt="x"), tts, AudioOut("pcm16", 16000), rec.emit)
+        conv.start("hello", TurnMetrics(0))
         await asyncio.wait_for(conv._reply, 30)
         await conv.aclose()
         return conv, rec

@@ -1,4 +1,4 @@
-"""Preemptive reply: a Conversation prepares its answer before the turn is confirmed, with the real
+"""Preemptive reply: the ReplySpeaker prepares its answer before the turn is confirmed, with the real
 Piper voice; the agent's model is scripted (the agent logic under test is ours, not the LLM's)."""
 
 from __future__ import annotations
@@ -9,11 +9,10 @@ import pytest
 from scripted_agent import Recorder, ScriptedLlm, booking_agent
 
 from voice.llm.agent import Agent
-from voice.llm.base import GenerationOptions
 from voice.llm.tools import Toolbox, tool
 from voice.models import model_path
 from voice.pipeline.audio_out import AudioOut
-from voice.pipeline.conversation import Conversation
+from voice.pipeline.speaker import ReplySpeaker
 from voice.pipeline.turn_metrics import TurnMetrics
 
 
@@ -30,11 +29,9 @@ def final_texts(rec: Recorder) -> list[tuple[int, str]]:
     return [(e.turn, e.text) for e in rec.events if e.type == "agent_text" and e.final]
 
 
-def conversation(tts, agent: Agent) -> tuple[Conversation, Recorder]:
+def conversation(tts, agent: Agent) -> tuple[ReplySpeaker, Recorder]:
     rec = Recorder()
-    conv = Conversation(agent.llm, tts, AudioOut("pcm16", 16000), rec.frame, rec.emit, system_prompt="",
-                        generation=GenerationOptions(), agent=agent)
-    return conv, rec
+    return ReplySpeaker(agent, tts, AudioOut("pcm16", 16000), rec.emit), rec
 
 
 async def until(condition, timeout_s: float = 10.0) -> None:
@@ -49,11 +46,11 @@ def test_a_prepared_reply_is_synthesized_but_nothing_leaves_until_commit(tts):
         agent = Agent(ScriptedLlm("Paris is the capital of France."))
         conv, rec = conversation(tts, agent)
         m = TurnMetrics(0, speech_end=asyncio.get_running_loop().time())
-        conv.prepare("What is the capital of France?", m)
+        conv.start("What is the capital of France?", m, held=True)
         await until(lambda: "first_tts_audio" in m.stamps)  # the LLM and the TTS did their work
         await asyncio.sleep(0.3)
-        held = (list(rec.events), list(rec.frames), conv.speaking, conv.prepared)
-        await conv.commit()
+        held = (list(rec.events), list(rec.frames), conv.speaking, conv.held)
+        conv.release()
         await until(lambda: not conv.speaking)
         await conv.aclose()
         return held, rec, conv
@@ -72,12 +69,12 @@ def test_a_cancelled_reply_sends_nothing_and_leaves_no_trace(tts):
         agent = Agent(ScriptedLlm("Paris is the capital.", "Seven days."))
         conv, rec = conversation(tts, agent)
         m = TurnMetrics(0)
-        conv.prepare("What is the capital", m)
+        conv.start("What is the capital", m, held=True)
         await until(lambda: "first_tts_audio" in m.stamps)
-        conv.cancel_prepared()
+        conv.drop()
         await asyncio.sleep(0.3)
-        after_cancel = (list(rec.events), list(rec.frames), list(conv.history), conv.prepared)
-        conv.user_said("How many days are in a week?", TurnMetrics(0))
+        after_cancel = (list(rec.events), list(rec.frames), list(conv.history), conv.held)
+        conv.start("How many days are in a week?", TurnMetrics(0))
         await until(lambda: not conv.speaking)
         await conv.aclose()
         return after_cancel, rec, conv
@@ -101,14 +98,14 @@ def test_a_prepared_reply_runs_no_tool_before_commit_and_none_at_all_when_cancel
     async def run(commit: bool):
         llm = ScriptedLlm('{"name": "weather", "arguments": {"city": "Oslo"}}', "It is sunny in Oslo.")
         conv, rec = conversation(tts, Agent(llm, toolbox=Toolbox([weather])))
-        conv.prepare("What is the weather in Oslo?", TurnMetrics(0))
+        conv.start("What is the weather in Oslo?", TurnMetrics(0), held=True)
         await asyncio.sleep(0.5)  # time enough for the model's call and the tool, were it allowed
         ran_before = list(runs)
         if commit:
-            await conv.commit()
+            conv.release()
             await until(lambda: not conv.speaking)
         else:
-            conv.cancel_prepared()
+            conv.drop()
             await asyncio.sleep(0.3)
         await conv.aclose()
         return ran_before, rec
@@ -126,10 +123,10 @@ def test_a_cancelled_reply_puts_the_flow_back(tts, tmp_path):
         agent, store, _ = booking_agent(tmp_path)
         conv, rec = conversation(tts, agent)
         before = (agent.flow.path, dict(agent.flow.slots))
-        conv.prepare("Italian for 2 people at 7 pm", TurnMetrics(0))
+        conv.start("Italian for 2 people at 7 pm", TurnMetrics(0), held=True)
         await asyncio.sleep(0.3)
         moved = (agent.flow.path, dict(agent.flow.slots))
-        conv.cancel_prepared()
+        conv.drop()
         after = (agent.flow.path, dict(agent.flow.slots))
         await conv.aclose()
         return before, moved, after, rec, store
@@ -139,13 +136,14 @@ def test_a_cancelled_reply_puts_the_flow_back(tts, tmp_path):
     assert after == before and rec.events == [] and store.all() == []
 
 
-def test_a_typed_turn_while_a_reply_is_prepared_replaces_it(tts):
+def test_a_reply_started_after_a_dropped_one_takes_its_turn_number_and_place(tts):
     async def run():
         agent = Agent(ScriptedLlm("First answer.", "Second answer."))
         conv, rec = conversation(tts, agent)
-        conv.prepare("first question", TurnMetrics(0))
+        conv.start("first question", TurnMetrics(0), held=True)
         await asyncio.sleep(0.2)
-        conv.user_said("second question", TurnMetrics(0))
+        conv.drop()  # what the turn controller does when a typed turn arrives
+        conv.start("second question", TurnMetrics(0))
         await until(lambda: not conv.speaking)
         await conv.aclose()
         return rec, conv
@@ -153,30 +151,3 @@ def test_a_typed_turn_while_a_reply_is_prepared_replaces_it(tts):
     rec, conv = asyncio.run(run())
     assert final_texts(rec) == [(1, "Second answer.")]  # the prepared one asked the model first, then was dropped
     assert [m["content"] for m in conv.history if m["role"] == "user"] == ["second question"]
-
-
-def test_a_turn_typed_while_the_commit_is_sending_wins(tts):
-    class SlowRecorder(Recorder):
-        async def emit(self, event):
-            await asyncio.sleep(0.05)  # a slow connection: commit() yields while it sends
-            await super().emit(event)
-
-    async def run():
-        agent = Agent(ScriptedLlm("First answer is long enough.", "Second answer."))
-        rec = SlowRecorder()
-        conv = Conversation(agent.llm, tts, AudioOut("pcm16", 16000), rec.frame, rec.emit, system_prompt="",
-                            generation=GenerationOptions(), agent=agent)
-        m = TurnMetrics(0)
-        conv.prepare("first question", m)
-        await until(lambda: "first_tts_audio" in m.stamps)
-        commit = asyncio.create_task(conv.commit())
-        await asyncio.sleep(0.01)  # commit is sending the first held event
-        conv.user_said("second question", TurnMetrics(0))
-        await commit
-        await until(lambda: not conv.speaking)
-        await conv.aclose()
-        return rec, conv
-
-    rec, conv = asyncio.run(run())
-    assert final_texts(rec) == [(1, "Second answer.")]
-    assert [m["content"] for m in conv.history] == ["second question", "Second answer."]

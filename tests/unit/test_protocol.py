@@ -292,7 +292,7 @@ _SPEC_CODES = {
     "BAD_FRAME": 4000, "LENGTH_MISMATCH": 4001, "TOO_LARGE": 4002, "BAD_JSON": 4003, "BAD_MESSAGE": 4004,
     "UNSUPPORTED_VERSION": 4005, "HANDSHAKE_REQUIRED": 4006, "AUTH_FAILED": 4007, "UNSUPPORTED_CODEC": 4008,
     "BAD_AUDIO": 4009, "SERVER_BUSY": 4010, "IDLE_TIMEOUT": 4011, "SHUTTING_DOWN": 4012, "INTERNAL": 4013,
-    "TOO_MANY_ERRORS": 4014,
+    "TOO_MANY_ERRORS": 4014, "RATE_LIMITED": 4015,
 }  # fmt: skip
 _SPEC_FATAL = {
     "UNSUPPORTED_VERSION", "HANDSHAKE_REQUIRED", "AUTH_FAILED", "UNSUPPORTED_CODEC", "SERVER_BUSY",
@@ -468,7 +468,7 @@ _EVENT_EXAMPLES = {
     "speech_stopped": {"utterance": 1, "at_ms": 1880.0},
     "transcript_partial": {"utterance": 1, "text": "hello wor", "stable_text": "hello"},
     "transcript_final": {"utterance": 1, "text": "hello world", "start_ms": 640.0, "end_ms": 1880.0,
-                         "language": None},
+                         "language": None, "continues": None},
     "input_ended": {},
     "session_options": {"options": {"language": "en"}},
     "agent_text": {"turn": 1, "text": "Hi!", "final": True},
@@ -476,7 +476,11 @@ _EVENT_EXAMPLES = {
     "tool_result": {"turn": 1, "id": "c1", "ok": True, "result": ["12:00", 1]},
     "state_changed": {"state": "booking", "slots": {"date": None}},
     "turn_metrics": {"turn": 1, "stages_ms": {"asr": 120.5, "llm": 300.0}},
-    "interrupted": {"turn": 1, "played_ms": 820.0, "heard_text": "Once upon a time"},
+    "interrupted": {"turn": 1, "played_ms": 820.0, "heard_text": "Once upon a time", "reason": "barge_in"},
+    "end_of_turn": {"utterance": 1, "complete": True, "probability": 0.93, "wait_ms": 250.0,
+                    "reason": "ends with '?'", "audio_probability": 0.9},
+    "backchannel": {"utterance": 2, "text": "Mm-hmm.", "resumed": True},
+    "call_ending": {"reason": "goodbye"},
 }  # fmt: skip
 
 
@@ -512,7 +516,8 @@ def test_event_encoding_omits_unset_t_ms_but_keeps_null_language() -> None:
     assert encode_event(InputEnded()) == b'{"type":"input_ended"}'
     final = TranscriptFinal(utterance=0, text="é", start_ms=0, end_ms=20)
     expected = (
-        '{"type":"transcript_final","utterance":0,"text":"é","start_ms":0.0,"end_ms":20.0,"language":null}'
+        '{"type":"transcript_final","utterance":0,"text":"é","start_ms":0.0,"end_ms":20.0,"language":null,'
+        '"continues":null}'
     )
     assert encode_event(final) == expected.encode()
 

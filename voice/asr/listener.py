@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -40,12 +41,14 @@ SAMPLES_PER_MS = SAMPLE_RATE_HZ / 1000
 
 @dataclass(frozen=True)
 class SpeechStarted:
+    type: ClassVar[str] = "speech_started"
     utterance: int
     at_ms: float
 
 
 @dataclass(frozen=True)
 class SpeechStopped:
+    type: ClassVar[str] = "speech_stopped"
     utterance: int
     at_ms: float
 
@@ -54,6 +57,7 @@ class SpeechStopped:
 class PartialTranscript:
     """`stable_text` is the agreed prefix, never taken back; `text` = stable_text + latest guess."""
 
+    type: ClassVar[str] = "transcript_partial"
     utterance: int
     text: str
     stable_text: str
@@ -63,17 +67,22 @@ class PartialTranscript:
 class FinalTranscript:
     """The whole utterance decoded; text "" when the guard dropped it."""
 
+    type: ClassVar[str] = "transcript_final"
     utterance: int
     text: str
     start_ms: float
     end_ms: float
     language: str
+    continues: int | None = None
+    """The earlier utterance this one continues (merged with its audio): the user paused, the turn
+    closed, and they went on before the reply was heard. Its text covers both parts."""
 
 
 @dataclass(frozen=True)
 class EarlyTranscript:
     """The utterance's final text if the silence now under way ends the turn (see module doc)."""
 
+    type: ClassVar[str] = "early_transcript"
     utterance: int
     text: str
     end_ms: float
@@ -83,6 +92,7 @@ class EarlyTranscript:
 class EarlyDropped:
     """The user went on speaking: the utterance's EarlyTranscript is void."""
 
+    type: ClassVar[str] = "early_dropped"
     utterance: int
 
 
@@ -95,6 +105,8 @@ class _Utterance:
     start_sample: int
     transcriber: StreamingTranscriber
     closed: bool = False
+    continues: int | None = None
+    first_sample: int | None = None  # where a merged utterance really began (start_sample is virtual)
     partial_tasks: set[asyncio.Task[PartialText | None]] = field(default_factory=set)
 
 
@@ -111,15 +123,20 @@ class Listener:
         asr_engine: Transcriber,
         vad_settings: VadSettings | None = None,
         asr_settings: AsrSettings | None = None,
+        *,
+        events: asyncio.Queue | None = None,
+        max_merged_ms: float = 25000.0,
     ) -> None:
+        """`events`: where events go (the turn controller's inbox), else a queue of its own.
+        `max_merged_ms`: the longest audio a continued utterance is decoded as (Whisper: 30 s)."""
         self.vad_settings = vad_settings or VadSettings()
         self.asr_settings = asr_settings or AsrSettings()
         self._asr = asr_engine
         self._vad = VadStream(vad_engine, self.vad_settings)
-        self.events: asyncio.Queue[AsrEvent] = asyncio.Queue()
-        # Pre-roll: SpeechStart points up to pad + min_speech (+ a window) before the newest audio.
-        pre_roll_ms = self.vad_settings.speech_pad_ms + self.vad_settings.min_speech_ms
-        self._keep_samples = int(pre_roll_ms * SAMPLES_PER_MS) + 4 * WINDOW_SAMPLES
+        self.events: asyncio.Queue = events if events is not None else asyncio.Queue()
+        self._max_merged_samples = int(max_merged_ms * SAMPLES_PER_MS)
+        self._keep_samples = self._pre_roll_samples(self.vad_settings)
+        self._previous: tuple[int, int, int, np.ndarray] | None = None  # closed: (index, start, end, audio)
         self._history = np.zeros(0, dtype=np.float32)
         self._history_start = 0  # stream position of _history[0], in samples
         self._utterance: _Utterance | None = None
@@ -131,13 +148,62 @@ class Listener:
         """New VAD settings from now on (session config update, echo gating); state is kept."""
         self.vad_settings = settings
         self._vad.detector.retune(settings)
+        self._keep_samples = self._pre_roll_samples(settings)
+
+    def _pre_roll_samples(self, settings: VadSettings) -> int:
+        """Audio kept before the newest sample: SpeechStart points up to pad + min_speech (+ a
+        window) back."""
         pre_roll_ms = settings.speech_pad_ms + settings.min_speech_ms
-        self._keep_samples = int(pre_roll_ms * SAMPLES_PER_MS) + 4 * WINDOW_SAMPLES
+        return int(pre_roll_ms * SAMPLES_PER_MS) + 4 * WINDOW_SAMPLES
 
     @property
     def in_speech(self) -> bool:
         """True between SpeechStarted and SpeechStopped (for barge-in decisions)."""
         return self._utterance is not None
+
+    @property
+    def silence_ms(self) -> float:
+        """How much of the silence now under way has been heard (0 while speech goes on)."""
+        return self._vad.detector.silence_heard_samples / SAMPLES_PER_MS
+
+    def utterance_audio(self, index: int) -> np.ndarray | None:
+        """The audio of utterance `index` so far while it is open (16 kHz float32), else None."""
+        utterance = self._utterance
+        return utterance.transcriber.audio() if utterance is not None and utterance.index == index else None
+
+    def end_turn(self, index: int) -> bool:
+        """End utterance `index` now, in the silence under way (the end-of-turn detector judged it
+        complete); its final follows as usual. False when it is not open or the user is speaking."""
+        if self._utterance is None or self._utterance.index != index:
+            return False
+        end = self._vad.detector.end_now()
+        if end is None:
+            return False
+        self._handle([end])
+        return True
+
+    def continue_previous(self, index: int, previous_index: int) -> bool:
+        """Decode open utterance `index` together with `previous_index`, the utterance closed just
+        before it: the user went on after a turn closed too early. The pause between them is not
+        decoded (each keeps its speech padding, so ~2 × speech_pad_ms of silence joins them):
+        Whisper turns a long silence inside an utterance into a sentence break or a made-up word.
+        False when that is not the last closed one, or the two together are too long."""
+        utterance, previous = self._utterance, self._previous
+        if utterance is None or utterance.index != index or previous is None or previous[0] != previous_index:
+            return False
+        _, start, end, audio = previous
+        now = utterance.transcriber.audio()
+        if len(audio) + len(now) > self._max_merged_samples:
+            return False
+        merged = StreamingTranscriber(self._asr, self.asr_settings, key=(id(self), index))
+        merged.append(np.concatenate([audio, now]))
+        for task in utterance.partial_tasks:
+            task.cancel()
+        utterance.transcriber.drop_early()
+        # positions index the audio from `start_sample`, so the merged audio starts that much earlier
+        self._utterance = _Utterance(index, utterance.start_sample - len(audio), merged,
+                                     continues=previous[0], first_sample=start)
+        return True
 
     async def feed(self, samples_16k: np.ndarray) -> None:
         """Take the next 16 kHz float32 mono chunk (any length). Returns once the VAD has scored it."""
@@ -201,6 +267,8 @@ class Listener:
         for task in utterance.partial_tasks:
             task.cancel()
         utterance.transcriber.truncate(at_sample - utterance.start_sample)
+        first = utterance.start_sample if utterance.first_sample is None else utterance.first_sample
+        self._previous = (utterance.index, first, at_sample, utterance.transcriber.audio())
         self.events.put_nowait(SpeechStopped(utterance.index, at_sample / SAMPLES_PER_MS))
         previous = self._finals[-1] if self._finals else None
         self._finals = [t for t in self._finals if not t.done()]
@@ -271,5 +339,7 @@ class Listener:
         if previous is not None:  # finals in utterance order
             with contextlib.suppress(Exception):
                 await asyncio.shield(previous)
-        start_ms, end_ms = utterance.start_sample / SAMPLES_PER_MS, end_sample / SAMPLES_PER_MS
-        self.events.put_nowait(FinalTranscript(utterance.index, text, start_ms, end_ms, language))
+        first = utterance.start_sample if utterance.first_sample is None else utterance.first_sample
+        start_ms, end_ms = first / SAMPLES_PER_MS, end_sample / SAMPLES_PER_MS
+        self.events.put_nowait(FinalTranscript(utterance.index, text, start_ms, end_ms, language,
+                                               continues=utterance.continues))

@@ -248,6 +248,14 @@ class VadDetector:
             return self._end(min(self._silence_at + self.pad_samples, self.position_samples))
         return None
 
+    def end_now(self) -> SpeechEnd | None:
+        """End the segment in the silence now under way, without waiting for min_silence_ms (the
+        end-of-turn detector judged the turn complete). None unless a silence is under way."""
+        if self.state != "offset":
+            return None
+        self.state = "silence"
+        return self._end(min(self._silence_at + self.pad_samples, self.position_samples))
+
     def _onset(self, prob: float) -> SpeechStart | None:
         if prob < self.neg_threshold:
             self.state = "silence"

@@ -79,6 +79,15 @@ class TransitionSpec(_Spec):
     save: list[str] = Field(default_factory=list)  # `when: tool:NAME`: result fields kept as slots
 
 
+class TurnOverrides(_Spec):
+    """End-of-turn settings while a state is current (a state that asks for a phone number lets
+    people pause longer); unset fields keep the session's."""
+
+    eagerness: Literal["low", "medium", "high", "auto"] | None = None
+    max_silence_ms: float | None = Field(None, gt=0, le=10000)
+    complete_silence_ms: float | None = Field(None, gt=0, le=5000)
+
+
 class StateSpec(_Spec):
     goal: str = ""
     ask: str | None = None          # said as is when the flow enters the state on the user's input
@@ -94,6 +103,8 @@ class StateSpec(_Spec):
     #: Messages of history the model sees in this state (None: the memory's whole window). A 0.5B
     #: model echoes the question it just asked instead of calling go_to_step; 1 shows it the answer only.
     history: int | None = Field(None, ge=0)
+    turn: TurnOverrides | None = None     # end-of-turn settings in this state
+    end_call: bool = False          # the call ends once this state's words have been said
 
 
 class IntentSpec(_Spec):
@@ -113,7 +124,7 @@ DEFAULT_INTENTS = {
 DEFAULT_STATES = {
     "handoff": StateSpec(goal="tell the caller a person will take over", final=True,
                          ask="I'll connect you with a member of our team. Please hold on."),
-    "goodbye": StateSpec(goal="say goodbye", final=True, ask="Thank you for calling. Goodbye!"),
+    "goodbye": StateSpec(goal="say goodbye", final=True, ask="Thank you for calling. Goodbye!", end_call=True),
 }
 
 
@@ -129,6 +140,9 @@ class FlowSpec(_Spec):
     states: dict[str, StateSpec]
     intents: dict[str, IntentSpec] = Field(default_factory=lambda: dict(DEFAULT_INTENTS))
     subflows: dict[str, FlowSpec] = Field(default_factory=dict)
+    #: The call's lifecycle for this agent (voice.pipeline.settings.CallSettings keys: greeting,
+    #: reprompt_after_s, ...), over the server's defaults and under a session's own options.
+    call: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _targets_exist(self) -> FlowSpec:

@@ -34,6 +34,7 @@ class ErrorCode(IntEnum):
     SHUTTING_DOWN = 4012
     INTERNAL = 4013
     TOO_MANY_ERRORS = 4014
+    RATE_LIMITED = 4015
 
 
 #: Codes after which the server closes the connection even once the session is running.

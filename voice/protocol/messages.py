@@ -207,6 +207,9 @@ class TranscriptFinal(_Event):
     start_ms: float
     end_ms: float
     language: str | None = None
+    #: The earlier utterance this one continues (decoded together with it): the user went on after
+    #: a pause that had ended the turn. Its text covers both; clients may merge the two.
+    continues: int | None = None
 
 
 class InputEnded(_Event):
@@ -275,6 +278,39 @@ class Interrupted(_Event):
     turn: int
     played_ms: float
     heard_text: str = ""
+    #: barge_in (the user spoke), client (an interrupt control), text / dtmf (a typed turn), continuation
+    #: (the user went on with the turn before the reply was heard), call_end (the agent ends the call).
+    reason: str = "barge_in"
+
+
+class EndOfTurn(_Event):
+    """The end-of-turn decision on an utterance, in its silence: complete (the turn ends after
+    wait_ms of silence) or not (the server listens on, up to the maximum silence)."""
+
+    type: Literal["end_of_turn"] = "end_of_turn"
+    utterance: int
+    complete: bool
+    probability: float
+    wait_ms: float
+    reason: str
+    audio_probability: float | None = None
+
+
+class Backchannel(_Event):
+    """The user spoke over the agent without taking the turn ("mm-hmm", a cough); the reply went on
+    (resumed: its audio had been paused meanwhile)."""
+
+    type: Literal["backchannel"] = "backchannel"
+    utterance: int
+    text: str
+    resumed: bool
+
+
+class CallEnding(_Event):
+    """The agent ends the call (reason: hang_up, goodbye, no_response, max_duration); BYE follows."""
+
+    type: Literal["call_ending"] = "call_ending"
+    reason: str
 
 
 class GenericEvent(_Event):
@@ -296,7 +332,10 @@ Event = Annotated[
     | ToolResult
     | StateChanged
     | TurnMetrics
-    | Interrupted,
+    | Interrupted
+    | EndOfTurn
+    | Backchannel
+    | CallEnding,
     Field(discriminator="type"),
 ]
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)
@@ -309,6 +348,8 @@ def _tags(union: Any) -> tuple[str, ...]:
 
 CONTROL_TYPES: tuple[str, ...] = _tags(Control)
 EVENT_TYPES: tuple[str, ...] = _tags(Event)
+#: Each event's class by its type tag (a door maps the pipeline's records to these).
+EVENT_MODELS: dict[str, type[_Event]] = {m.model_fields["type"].default: m for m in get_args(get_args(Event)[0])}
 
 
 # ---------------------------------------------------------------- parse / encode

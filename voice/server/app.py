@@ -1,6 +1,6 @@
 """The voice server process: one asyncio loop, a WebSocket endpoint, HTTP routes, graceful drain.
 
-Sessions own everything per connection (voice/pipeline/session.py); this module only admits them,
+Doors own everything per connection (voice/doors/: our protocol, Twilio); this module only admits them,
 counts them and shuts them down: on SIGTERM/SIGINT it stops accepting, lets in-flight turns finish
 up to `drain_timeout_s`, then says BYE and closes each connection with 1001 (going away).
 """
@@ -8,6 +8,7 @@ up to `drain_timeout_s`, then says BYE and closes each connection with 1001 (goi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -19,14 +20,17 @@ from websockets.exceptions import ConnectionClosed
 
 from voice import metrics
 from voice.config import Settings
-from voice.gateways.twilio import TWILIO_PATH, serve_twilio
+from voice.doors.base import CallDoor
+from voice.doors.protocol import Session, reject
+from voice.doors.twilio import TWILIO_PATH, TwilioStream
 from voice.pipeline.engines import Engines
-from voice.pipeline.session import Session, reject
 from voice.protocol import HEADER_SIZE, ErrorCode
 from voice.server.admission import AdmissionControl, engine_queue_delays_ms
 from voice.server.http import HttpRoutes
 
 log = logging.getLogger(__name__)
+
+TRY_AGAIN_LATER = 1013  # WebSocket close code: the server is overloaded or going away
 
 
 class VoiceServer:
@@ -38,7 +42,7 @@ class VoiceServer:
         self.worker = worker  # index under `voice serve --workers N` (voice/server/workers.py)
         self.admission = AdmissionControl(settings.server.admission, settings.server.max_sessions)
         self._admission_task: asyncio.Task | None = None
-        self.sessions: set[Session] = set()
+        self.sessions: set[CallDoor] = set()
         self.draining = False
         self.started_at = time.monotonic()
         self._server: Server | None = None
@@ -78,34 +82,42 @@ class VoiceServer:
             "profile": self.settings.profile,
         }
 
-    @property
-    def loopback_url(self) -> str:
-        """This server's own /ws, for bridges running inside it (Twilio Media Streams)."""
-        host = self.settings.server.host
-        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
-        return f"ws://{f'[{host}]' if ':' in host else host}:{self.port}/ws"
-
     async def _handle(self, conn: ServerConnection) -> None:
-        if conn.request is not None and conn.request.path.split("?", 1)[0] == TWILIO_PATH:
-            await serve_twilio(conn, self.loopback_url)  # a client of /ws: admitted and drained there
-            return
+        path = conn.request.path.split("?", 1)[0] if conn.request is not None else "/ws"
         if self.draining:
-            await reject(conn, ErrorCode.SHUTTING_DOWN, "server is shutting down")
+            await self._refuse(conn, path, ErrorCode.SHUTTING_DOWN, "server is shutting down")
             return
         if (refusal := self.admission.check(len(self.sessions))) is not None:
-            await reject(conn, ErrorCode.SERVER_BUSY, refusal.message)
+            await self._refuse(conn, path, ErrorCode.SERVER_BUSY, refusal.message)
             return
-        session = Session(conn, self.settings, self.engines, auth_header=conn.request.headers.get("Authorization"))
-        self.sessions.add(session)
+        door = self._door(conn, path)
+        self.sessions.add(door)
         try:
-            await session.run()
+            await door.run()
         except ConnectionClosed:
             pass
         except Exception:  # one broken session must never take the server down
-            log.exception("session crashed", extra={"session": session.id})
+            log.exception("session crashed", extra={"session": door.id})
             metrics.SESSIONS_TOTAL.labels("crashed").inc()
         finally:
-            self.sessions.discard(session)
+            self.sessions.discard(door)
+
+    @staticmethod
+    async def _refuse(conn: ServerConnection, path: str, code: ErrorCode, message: str) -> None:
+        """No session: our protocol gets ERROR + the code; other wires a WebSocket close 1013 (try
+        again later), which Twilio and Realtime clients understand."""
+        if path == TWILIO_PATH:
+            metrics.PROTOCOL_ERRORS.labels(code.name).inc()
+            with contextlib.suppress(ConnectionClosed):
+                await conn.close(TRY_AGAIN_LATER, message[:120])
+            return
+        await reject(conn, code, message)
+
+    def _door(self, conn: ServerConnection, path: str) -> Session | TwilioStream:
+        """The door for the path the client connected to (everything else speaks our protocol)."""
+        if path == TWILIO_PATH:
+            return TwilioStream(conn, self.settings, self.engines)
+        return Session(conn, self.settings, self.engines, auth_header=conn.request.headers.get("Authorization"))
 
     async def shutdown(self) -> None:
         """Stop accepting, drain in-flight turns up to the deadline, then close everything."""

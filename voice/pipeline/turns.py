@@ -1,0 +1,539 @@
+"""The turn controller: who has the turn in one call, decided in one place.
+
+It consumes one queue of typed input events (the Listener's speech and transcript events, the
+door's typed text, DTMF, playback marks and stops, its own verdicts, timers and reply ends), one at
+a time, and puts typed output events (voice/pipeline/events.py) and audio frames on one queue that
+the door sends. It knows no wire format. Every cut of a reply goes through `interrupt(reason)`.
+
+What it decides, per event:
+- End of turn: a silence is a candidate. With `turn.mode = "smart"` the VAD waits up to the maximum
+  silence, and the end-of-turn detector (voice/asr/endpointing.py) judges the early transcript and
+  the utterance's audio; a complete turn is ended after `complete_silence_ms`, an incomplete one
+  is left to the maximum. `"silence"`: a fixed silence ends every turn (the VAD's).
+- Preemptive reply: on the early transcript the reply starts held (nothing sent, no tool run); the
+  final with the same text releases it, anything else drops it and the Agent is as before.
+- Continuation: speech within `continuation.window_ms` of a turn's end, before its reply was really
+  heard, retracts that reply and decodes both utterances as one (one user turn in the history).
+- Barge-in and backchannels: speech over the agent pauses its audio after `min_speech_ms`; words
+  that are not a backchannel (a partial transcript, or `decide_after_ms` of speech) cut the reply;
+  a backchannel ("mm-hmm") or a noise with no words resumes it.
+- The call: a greeting, re-prompts after silence, a goodbye after repeated silence or at the
+  maximum duration, and ending the call after the agent's `hang_up` tool or a flow's end state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from voice import metrics
+from voice.asr.endpointing import EndOfTurnDetector, TurnDetectionSettings
+from voice.asr.listener import (
+    EarlyDropped,
+    EarlyTranscript,
+    FinalTranscript,
+    Listener,
+    PartialTranscript,
+    SpeechStarted,
+    SpeechStopped,
+)
+from voice.asr.whisper import SAMPLE_RATE_HZ
+from voice.pipeline.events import (
+    Backchannel,
+    CallEnding,
+    EndOfInput,
+    EndOfTurn,
+    InputEnded,
+    OptionsChanged,
+    PlaybackMark,
+    ReplyFinished,
+    SessionOptions,
+    StopRequest,
+    TimerFired,
+    TurnVerdictReady,
+    UserDtmf,
+    UserText,
+)
+from voice.pipeline.options import CallOptions
+from voice.pipeline.settings import ContinuationSettings
+from voice.pipeline.speaker import ReplySpeaker
+from voice.pipeline.turn_metrics import ArrivalClock, TurnMetrics
+
+log = logging.getLogger(__name__)
+
+_NOT_WORD = re.compile(r"[^\w' -]+")
+
+
+@dataclass
+class _Overlap:
+    """The user speaks over the agent (utterance `utterance`); `paused`: the agent's audio stopped."""
+
+    utterance: int
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """A user turn that ended and was answered: for continuation."""
+
+    utterance: int
+    reply_turn: int
+    ended_at: float  # monotonic
+
+
+class HangUp:
+    """Set by the agent's hang_up tool; the controller ends the call once the reply is said."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+
+class TurnController:
+    """One call's turn-taking; see the module docstring. Use from the event loop."""
+
+    def __init__(self, session_id: str, listener: Listener, speaker: ReplySpeaker, options: CallOptions, *,
+                 inbox: asyncio.Queue, outbox: asyncio.Queue, detector: EndOfTurnDetector | None = None,
+                 preemptive_reply: bool = True, continuation: ContinuationSettings | None = None,
+                 hang_up: HangUp | None = None):
+        self.session_id = session_id
+        self.listener, self.speaker, self.options = listener, speaker, options
+        self.inbox, self.outbox = inbox, outbox
+        self.detector = detector
+        self.preemptive_reply = preemptive_reply
+        self.continuation = continuation or ContinuationSettings()
+        self.hang_up = hang_up or HangUp()
+        self.ended = asyncio.Event()        # the call is over (the agent ended it); the door closes
+        self.end_reason: str | None = None
+        self._arrivals = ArrivalClock()
+        self._samples_in = 0
+        self._open: set[int] = set()        # utterances between speech start and final
+        self._stopped_at: dict[int, float] = {}
+        self._prepared: tuple[int, str, TurnMetrics] | None = None  # (utterance, early text, metrics)
+        self._overlap: _Overlap | None = None
+        self._last_turn: _Turn | None = None
+        self._epoch = 0                      # early transcripts and drops so far (verdicts check it)
+        self._timers: dict[str, tuple[int, asyncio.TimerHandle, Any]] = {}
+        self._timer_count = 0
+        self._reprompts = 0
+        self._ending: str | None = None      # the call ends when the reply now being said is done
+        self._input_ended_pending = False
+        self._echo_raised = False
+        self._judges: set[asyncio.Task[None]] = set()
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            SpeechStarted: self._on_speech_started, SpeechStopped: self._on_speech_stopped,
+            PartialTranscript: self._on_partial, EarlyTranscript: self._on_early,
+            EarlyDropped: self._on_early_dropped, FinalTranscript: self._on_final,
+            TurnVerdictReady: self._on_verdict, ReplyFinished: self._on_reply_finished,
+            TimerFired: self._on_timer, UserText: self._on_text, UserDtmf: self._on_dtmf,
+            PlaybackMark: self._on_mark, StopRequest: self._on_stop, EndOfInput: self._on_end_of_input,
+            OptionsChanged: self._on_options,
+        }
+        self._apply_turn_settings()
+
+    # ------------------------------------------------------------------ the door's side
+
+    async def feed_audio(self, samples_16k: np.ndarray) -> None:
+        """The caller's audio (16 kHz float32 mono), as it arrives; returns once the VAD scored it."""
+        self._samples_in += len(samples_16k)
+        self._arrivals.arrived(self._samples_in * 1000 / SAMPLE_RATE_HZ)
+        speaking = self.speaker.speaking
+        if self.options.barge_in.echo == "raise" and speaking != self._echo_raised:
+            self._echo_raised = speaking
+            self._apply_turn_settings()
+        if self.options.barge_in.echo == "gate" and speaking:
+            samples_16k = np.zeros_like(samples_16k)  # the agent's echo must not become a turn
+        await self.listener.feed(samples_16k)
+
+    async def end_of_input(self) -> None:
+        """No more audio: close the utterance in progress; input_ended follows what it caused."""
+        await self.listener.flush()
+        self.inbox.put_nowait(EndOfInput())
+
+    def submit(self, event: Any) -> None:
+        """An input event from the door (UserText, UserDtmf, PlaybackMark, StopRequest, OptionsChanged)."""
+        self.inbox.put_nowait(event)
+
+    @property
+    def busy(self) -> bool:
+        """A turn is in flight: the user is mid-utterance, or the agent is answering."""
+        return bool(self._open) or self.speaker.speaking or self.speaker.held
+
+    async def run(self) -> None:
+        """Handle input events until cancelled. A handler that fails is logged; the call goes on."""
+        self._begin_call()
+        while True:
+            event = await self.inbox.get()
+            handler = self._handlers.get(type(event))
+            if handler is None:
+                continue
+            try:
+                handler(event)
+            except Exception:  # one bad event must not end the call
+                log.exception("turn controller failed on %s", type(event).__name__,
+                              extra={"session": self.session_id})
+
+    async def aclose(self) -> None:
+        for _, handle, _ in self._timers.values():
+            handle.cancel()
+        for task in self._judges:
+            task.cancel()
+        await asyncio.gather(*self._judges, return_exceptions=True)
+        await self.speaker.aclose()
+        await self.listener.aclose()
+
+    # ------------------------------------------------------------------ speech
+
+    def _on_speech_started(self, e: SpeechStarted) -> None:
+        self._open.add(e.utterance)
+        self._emit(e)
+        self._disarm("silence")
+        self._reprompts = 0
+        if self._continues(e.utterance):
+            return
+        if self.speaker.speaking and self.options.barge_in.enabled:
+            self._overlap = _Overlap(e.utterance)
+            waited_ms = self.options.vad.min_speech_ms  # the VAD already heard this much speech
+            self._arm("overlap", max(0.0, self.options.barge_in.min_speech_ms - waited_ms) / 1000, e.utterance)
+
+    def _on_speech_stopped(self, e: SpeechStopped) -> None:
+        self._stopped_at[e.utterance] = time.monotonic()
+        self._emit(e)
+
+    def _on_partial(self, e: PartialTranscript) -> None:
+        self._emit(e)
+        overlap = self._overlap
+        if overlap and overlap.utterance == e.utterance and overlap.paused and self._words(e.text) \
+                and not self._is_backchannel(e.text):
+            self.interrupt("barge_in")  # real words over the agent: the user takes the turn
+
+    def _on_final(self, e: FinalTranscript) -> None:
+        self._close_utterance(e)
+        self._emit(e)
+        overlap, self._overlap = (self._overlap, None) if self._overlap and self._overlap.utterance == e.utterance \
+            else (None, self._overlap)
+        if overlap is not None and self.speaker.speaking and self._is_backchannel(e.text) and (
+                not self._words(e.text) or self.speaker.remaining_ms() >= self.options.barge_in.answer_within_ms):
+            self._disarm("overlap_decide")
+            self.speaker.resume()
+            self._emit(Backchannel(utterance=e.utterance, text=e.text, resumed=overlap.paused))
+            metrics.BACKCHANNELS.inc()
+            return
+        if self._words(e.text) and self._went_on(e.utterance):
+            self._drop_prepared()  # the user is already speaking again: one turn, decoded as one
+        elif self._words(e.text):
+            if not self._commit_prepared(e):
+                m = self._turn_metrics(e.end_ms)
+                m.stamp("final_transcript")
+                self._take_turn(e.text, m, "barge_in", utterance=e.utterance)
+        else:
+            self._drop_prepared()
+            self._after_quiet()
+        self._maybe_input_ended()
+
+    def _close_utterance(self, e: FinalTranscript) -> None:
+        self._open.discard(e.utterance)
+        stopped = self._stopped_at.pop(e.utterance, None)
+        if stopped is not None:
+            metrics.ASR_FINAL_LATENCY.observe(time.monotonic() - stopped)
+        metrics.UTTERANCES.labels("text" if e.text else "empty").inc()
+
+    # ------------------------------------------------------------------ end of turn
+
+    def _on_early(self, e: EarlyTranscript) -> None:
+        self._epoch += 1
+        if self._smart():
+            audio = self.listener.utterance_audio(e.utterance)
+            if audio is not None:
+                task = asyncio.create_task(self._judge(e.utterance, audio, e.text, self._epoch))
+                self._judges.add(task)
+                task.add_done_callback(self._judges.discard)
+        if self.preemptive_reply and not self.speaker.speaking and not self.speaker.held:
+            m = self._turn_metrics(e.end_ms)
+            self._prepared = (e.utterance, e.text, m)
+            self.speaker.start(e.text, m, held=True)
+
+    async def _judge(self, utterance: int, audio: np.ndarray, text: str, epoch: int) -> None:
+        assert self.detector is not None
+        verdict = await self.detector.judge(audio, text)
+        self.inbox.put_nowait(TurnVerdictReady(utterance, verdict, epoch))
+
+    def _on_verdict(self, e: TurnVerdictReady) -> None:
+        if e.epoch != self._epoch or e.utterance not in self._open:
+            return  # the user spoke on (or the turn already ended): a verdict on old words
+        v = e.verdict
+        self._emit(EndOfTurn(utterance=e.utterance, complete=v.complete, probability=round(v.probability, 3),
+                             wait_ms=v.wait_ms, reason=v.reason, audio_probability=v.audio_probability))
+        metrics.TURN_VERDICTS.labels("complete" if v.complete else "incomplete").inc()
+        if v.complete:
+            wait_ms = v.wait_ms - self.listener.silence_ms
+            if wait_ms <= 0:
+                self.listener.end_turn(e.utterance)
+            else:
+                self._arm("end_turn", wait_ms / 1000, e.utterance)
+
+    def _on_early_dropped(self, e: EarlyDropped) -> None:
+        self._epoch += 1
+        self._disarm("end_turn")
+        if self._prepared is not None and self._prepared[0] == e.utterance:
+            self._drop_prepared()
+            log.debug("prepared reply dropped: the user spoke on", extra={"session": self.session_id})
+
+    def _commit_prepared(self, final: FinalTranscript) -> bool:
+        """The final of a prepared utterance: release the reply if the text is the same (True)."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is None or not self.speaker.held:
+            return False
+        utterance, text, m = prepared
+        if utterance != final.utterance or text != final.text:
+            self.speaker.drop()
+            return False
+        m.stamp("final_transcript")
+        self.speaker.release()
+        self._last_turn = _Turn(final.utterance, self.speaker.turn, time.monotonic())
+        return True
+
+    def _drop_prepared(self) -> None:
+        if self._prepared is not None:
+            self._prepared = None
+            self.speaker.drop()
+
+    def _went_on(self, utterance: int) -> bool:
+        """The final of `utterance` came while the user already speaks again: continue it."""
+        later = [u for u in self._open if u > utterance]
+        if not later or not self.continuation.enabled:
+            return False
+        return self.listener.continue_previous(max(later), utterance)
+
+    def _continues(self, utterance: int) -> bool:
+        """Speech soon after a turn ended, its reply not yet heard: the turn goes on (see module doc)."""
+        last, c = self._last_turn, self.continuation
+        if (not c.enabled or last is None or time.monotonic() - last.ended_at > c.window_ms / 1000
+                or self.speaker.turn != last.reply_turn or not self.speaker.speaking
+                or self.speaker.heard_ms() > c.max_heard_ms or self.speaker.acted):
+            return False
+        if not self.listener.continue_previous(utterance, last.utterance):
+            return False
+        cut = self.speaker.retract()
+        if cut is None:
+            return False
+        self._emit(cut)
+        self._last_turn = None
+        metrics.CONTINUATIONS.inc()
+        log.info("turn continued: the user went on after a pause", extra={"session": self.session_id,
+                                                                            "utterance": utterance})
+        return True
+
+    # ------------------------------------------------------------------ typed input
+
+    def _on_text(self, e: UserText) -> None:
+        if e.text.strip():
+            self._take_turn(e.text.strip(), TurnMetrics(0, speech_end=time.monotonic()), "text")
+
+    def _on_dtmf(self, e: UserDtmf) -> None:
+        self._take_turn(self.speaker.agent.dtmf_text(e.digits), TurnMetrics(0, speech_end=time.monotonic()), "dtmf")
+
+    def _on_mark(self, e: PlaybackMark) -> None:
+        self.speaker.playback_mark(e.played_samples)
+
+    def _on_stop(self, e: StopRequest) -> None:
+        self.interrupt(e.reason)
+
+    def _on_end_of_input(self, _: EndOfInput) -> None:
+        self._input_ended_pending = True
+        self._maybe_input_ended()
+
+    def _maybe_input_ended(self) -> None:
+        if self._input_ended_pending and not self.busy:
+            self._input_ended_pending = False
+            self._emit(InputEnded())
+
+    def _on_options(self, e: OptionsChanged) -> None:
+        self.options = e.options
+        self._apply_turn_settings()
+        self._emit(SessionOptions(options=self.options.as_dict()))
+
+    # ------------------------------------------------------------------ replies
+
+    def _take_turn(self, text: str, m: TurnMetrics, reason: str, *, utterance: int | None = None) -> None:
+        """The user has the turn: whatever the agent was saying or preparing stops; answer `text`."""
+        self._drop_prepared()
+        self.interrupt(reason)
+        self._disarm("silence")
+        turn = self.speaker.start(text, m)
+        if utterance is not None:
+            self._last_turn = _Turn(utterance, turn, time.monotonic())
+
+    def interrupt(self, reason: str) -> None:
+        """The one way a reply is cut: stop it, tell the client (it flushes), keep what was heard."""
+        self._overlap = None
+        self._disarm("overlap")
+        cut = self.speaker.cut(reason)
+        if cut is None:
+            return
+        metrics.INTERRUPTIONS.inc()
+        self._emit(cut)
+        for event in self.speaker.agent.state_events():  # the flow may have stepped back
+            self._emit(event)
+
+    def _on_reply_finished(self, e: ReplyFinished) -> None:
+        if e.turn != self.speaker.turn:
+            return
+        self._apply_turn_settings()  # the flow may be in a state with its own turn settings
+        if e.completed and self._ending is None and self._should_end():
+            self._ending = "hang_up" if self.hang_up.requested else "goodbye"
+        if e.completed and self._ending is not None:
+            self._finish_call(self._ending)
+        elif e.completed:
+            self._after_quiet()
+        self._maybe_input_ended()
+
+    def _should_end(self) -> bool:
+        flow = self.speaker.agent.flow
+        return self.hang_up.requested or bool(flow is not None and flow.state.end_call)
+
+    # ------------------------------------------------------------------ the call
+
+    def _begin_call(self) -> None:
+        call = self.options.call
+        if call.greeting:
+            self.speaker.say(call.greeting)
+        else:
+            self._after_quiet()
+        if call.max_call_s is not None:
+            self._arm("max_call", call.max_call_s)
+
+    def _after_quiet(self) -> None:
+        """The agent finished and nobody speaks: wait for the user, re-prompt if they stay silent."""
+        after = self.options.call.reprompt_after_s
+        if after is not None and not self.busy and self._ending is None:
+            self._arm("silence", after)
+
+    def _on_silence(self) -> None:
+        if self.busy or self._ending is not None:
+            return
+        call = self.options.call
+        if self._reprompts >= call.max_reprompts:
+            self._say_goodbye(call.no_response_line, "no_response")
+        else:
+            self._reprompts += 1
+            self.speaker.say(call.reprompt_line)
+
+    def _say_goodbye(self, line: str, reason: str) -> None:
+        self._drop_prepared()
+        self.interrupt("call_end")
+        self._ending = reason
+        self.speaker.say(line)
+
+    def _finish_call(self, reason: str) -> None:
+        """Tell the client, let it play what it has, then end (the door closes the connection)."""
+        self._disarm("silence")
+        self._disarm("max_call")
+        self._emit(CallEnding(reason=reason))
+        self.end_reason = reason
+        metrics.CALLS_ENDED.labels(reason).inc()
+        asyncio.get_running_loop().call_later(self.options.call.end_grace_ms / 1000, self.ended.set)
+
+    # ------------------------------------------------------------------ timers
+
+    def _arm(self, name: str, delay_s: float, data: Any = None) -> None:
+        self._disarm(name)
+        self._timer_count += 1
+        event = TimerFired(name, self._timer_count)
+        handle = asyncio.get_running_loop().call_later(delay_s, self.inbox.put_nowait, event)
+        self._timers[name] = (self._timer_count, handle, data)
+
+    def _disarm(self, name: str) -> None:
+        armed = self._timers.pop(name, None)
+        if armed is not None:
+            armed[1].cancel()
+
+    def _on_timer(self, e: TimerFired) -> None:
+        armed = self._timers.get(e.name)
+        if armed is None or armed[0] != e.token:
+            return  # disarmed or re-armed since
+        del self._timers[e.name]
+        data = armed[2]
+        if e.name == "end_turn":
+            self.listener.end_turn(data)
+        elif e.name == "overlap":
+            self._on_overlap(data)
+        elif e.name == "overlap_decide":
+            if self._overlap is not None and self._overlap.utterance == data and self.listener.in_speech:
+                self.interrupt("barge_in")
+        elif e.name == "silence":
+            self._on_silence()
+        elif e.name == "max_call" and self._ending is None:
+            self._say_goodbye(self.options.call.max_call_line, "max_duration")
+
+    def _on_overlap(self, utterance: int) -> None:
+        """Speech over the agent lasted min_speech_ms: pause (to find out) or cut."""
+        overlap = self._overlap
+        if overlap is None or overlap.utterance != utterance or not self.listener.in_speech \
+                or not self.speaker.speaking:
+            return
+        barge = self.options.barge_in
+        if not barge.resume:
+            self.interrupt("barge_in")
+            return
+        overlap.paused = True
+        self.speaker.pause()
+        self._arm("overlap_decide", max(0.0, barge.decide_after_ms - barge.min_speech_ms) / 1000, utterance)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _emit(self, event: Any) -> None:
+        self.outbox.put_nowait(event)
+
+    def _smart(self) -> bool:
+        return self.detector is not None and self._turn_settings().mode == "smart"
+
+    def _turn_settings(self) -> TurnDetectionSettings:
+        """The session's end-of-turn settings, with the current flow state's overrides."""
+        turn = self.options.turn
+        flow = self.speaker.agent.flow
+        state = flow.state.turn if flow is not None else None
+        if state is None:
+            return turn
+        return turn.model_copy(update={k: v for k, v in state.model_dump().items() if v is not None})
+
+    def _apply_turn_settings(self) -> None:
+        """VAD and detector settings for now: the maximum silence, and the raised threshold while the
+        agent speaks on a client without echo cancellation."""
+        turn = self._turn_settings()
+        vad = self.options.vad
+        if turn.mode == "smart" and self.detector is not None:
+            vad = vad.model_copy(update={"min_silence_ms": turn.effective_max_silence_ms})
+        elif turn.max_silence_ms is not None:
+            vad = vad.model_copy(update={"min_silence_ms": turn.max_silence_ms})
+        if self._echo_raised:
+            vad = vad.model_copy(update={"threshold": max(vad.threshold, self.options.barge_in.raised_threshold),
+                                         "neg_threshold": None})
+        if vad != self.listener.vad_settings:
+            self.listener.update_vad(vad)
+        if self.detector is not None:
+            self.detector.retune(turn)
+
+    def _turn_metrics(self, end_ms: float) -> TurnMetrics:
+        """A turn's metrics, timed from the wall time its last speech sample (VAD end less the
+        padding) arrived."""
+        return TurnMetrics(0, speech_end=self._arrivals.time_of(end_ms - self.listener.vad_settings.speech_pad_ms))
+
+    @staticmethod
+    def _words(text: str) -> list[str]:
+        return _NOT_WORD.sub(" ", text.lower()).split()
+
+    def _is_backchannel(self, text: str) -> bool:
+        """Nothing but backchannel words ("mm-hmm", "yeah, okay"), or no words at all (a noise)."""
+        phrase = " ".join(self._words(text))
+        if not phrase:
+            return True
+        known = set(self.options.barge_in.backchannels)
+        return phrase in known or all(word in known for word in phrase.replace("-", " ").split())
+
