@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from voice.protocol import messages
 from voice.protocol import (
     BYE_NORMAL,
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -41,6 +40,7 @@ from voice.protocol import (
     encode_frame,
     encode_hello,
     encode_ready,
+    messages,
 )
 
 HERE = Path(__file__).resolve().parent
