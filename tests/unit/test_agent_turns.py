@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 
 from scripted_agent import ScriptedLlm, booking_agent
@@ -170,3 +171,13 @@ async def test_a_question_a_routed_tool_answers_must_be_a_call_and_a_remark_need
     asked, remarked = llm.requests[0][1], llm.requests[-1][1]
     assert asked.require_call and asked.callable_tools == ("get_weather",)
     assert remarked.tools is not None and not remarked.require_call
+
+
+async def test_a_required_lookup_says_its_filler_before_the_model_writes_anything(tmp_path):
+    agent, llm, _ = assistant_agent(tmp_path, '{"name": "get_weather", "arguments": {"city": "Paris"}}')
+    agent.hear("Is it sunny in Paris?")
+    async with contextlib.aclosing(agent.reply(1)) as items:
+        async for item in items:
+            if isinstance(item, str) and item.strip():
+                assert item == "Let me check." and llm.requests == []  # the model was not even asked yet
+                break

@@ -309,6 +309,9 @@ class Agent:
                                           self.options, t, tools, self._state_tools())
         gate, filler = SpeechGate(), self.options.call_filler if tools else ""
         said = " ".join(m["content"] for m in self.history[-8:] if m["role"] == "user")
+        if filler and t.must_call and not t.filled and not any(x.consequential for x in tools):
+            t.filled = True  # the reply will be a lookup: say so now, not ~1 s later once its name is written
+            yield _Line(filler)
         guard = SpeechGuard(replies.internal_texts(messages, options.tools), user_text=t.text, acted=t.acted)
         async with contextlib.aclosing(self.llm.stream_chat(messages, options)) as deltas:
             async for delta in deltas:
