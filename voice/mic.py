@@ -231,7 +231,10 @@ class SpeakerPlayer(PlaybackClock):
 
     def __init__(self, rate_hz: int, device: str | None):
         super().__init__(rate_hz)
-        import sounddevice as sd
+        try:
+            import sounddevice as sd
+        except OSError as e:  # PortAudio library missing
+            raise AudioSourceError(f"no audio system: {e}") from None
 
         self._buffer = np.zeros(0, np.int16)
         self._position = 0  # stream position of _buffer[0]
@@ -241,7 +244,7 @@ class SpeakerPlayer(PlaybackClock):
                                            callback=self._callback, blocksize=rate_hz // 50)
             self._stream.start()
         except (sd.PortAudioError, ValueError) as e:
-            raise AudioSourceError(f"no usable speaker ({e}); use --no-playback or --record") from None
+            raise AudioSourceError(f"no usable speaker: {e}") from None
 
     def _callback(self, outdata, frames, t, status) -> None:  # PortAudio's thread
         with self._lock:
@@ -271,6 +274,23 @@ class SpeakerPlayer(PlaybackClock):
             await asyncio.sleep(0.02)
         self._stream.stop()
         self._stream.close()
+
+
+def open_player(args: MicArgs) -> PlaybackClock:
+    """The speaker when the reply is to be heard, else a clock that counts it as played. Never
+    refuses: with --json (a script reads stdout) or without a usable speaker the reply is saved
+    (--record) or skipped, and one line on stderr says which."""
+    if not args.playback:
+        return PlaybackClock(args.rate_hz)
+    kept = f"saved to {args.record}" if args.record else "not kept (--record FILE keeps it)"
+    if args.json_out:
+        print(f"reply audio not played (--json); {kept}", file=sys.stderr, flush=True)
+        return PlaybackClock(args.rate_hz)
+    try:
+        return SpeakerPlayer(args.rate_hz, None)
+    except AudioSourceError as e:
+        print(f"reply audio not played ({e}); {kept}", file=sys.stderr, flush=True)
+        return PlaybackClock(args.rate_hz)
 
 
 # ---------------------------------------------------------------------- main flow
@@ -311,7 +331,7 @@ async def run_mic(args: MicArgs) -> int:
 async def _stream(client: VoiceClient, source: AsyncIterator[np.ndarray], args: MicArgs,
                   printer: Printer, recorder: Recorder) -> int:
     failed: list[int] = []
-    player = SpeakerPlayer(args.rate_hz, None) if args.playback else PlaybackClock(args.rate_hz)
+    player = open_player(args)
 
     async def receive() -> None:
         async for item in client.messages():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,21 @@ from speech_data import librivox_clips, wer
 pytestmark = pytest.mark.e2e
 
 
-def run_mic(url: str, *args: str, timeout_s: float = 180, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "voice.cli", "mic", "--url", url, "--no-playback", *args],
-                          capture_output=True, timeout=timeout_s, cwd=ROOT, input=stdin)
+def run_mic(url: str, *args: str, timeout_s: float = 180, stdin: bytes | None = None, playback: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    flags = [] if playback else ["--no-playback"]
+    return subprocess.run([sys.executable, "-m", "voice.cli", "mic", "--url", url, *flags, *args],
+                          capture_output=True, timeout=timeout_s, cwd=ROOT, input=stdin, env=env)
+
+
+def without_audio_devices(tmp_path: Path) -> dict[str, str]:
+    """An environment where PortAudio finds no device: ALSA's default device is PulseAudio's plugin,
+    and no PulseAudio server can be reached or spawned (nor JACK). Machines with a sound card of
+    their own (hw:0) would still list it; CI machines and this VM have none."""
+    (tmp_path / "run").mkdir(exist_ok=True)
+    (tmp_path / "pulse-client.conf").write_text("autospawn = no\n")
+    return {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path / "run"), "PULSE_SERVER": f"unix:{tmp_path}/no-pulse-here",
+            "PULSE_CLIENTCONFIG": str(tmp_path / "pulse-client.conf"), "JACK_NO_START_SERVER": "1"}
 
 
 def events_of(result: subprocess.CompletedProcess) -> list[dict]:
@@ -113,3 +126,28 @@ def test_exit_codes(server, tmp_path):
     assert run_mic(server.url, "--input", str(tmp_path / "missing.wav")).returncode == 6
     assert run_mic("ws://127.0.0.1:9/ws", "--input", str(librivox_clips()[0][0])).returncode == 3
     assert run_mic(server.url, "--option", "novalue").returncode == 2
+
+
+def test_no_speaker_saves_or_skips_the_reply_and_says_so(server, tmp_path):
+    """A newcomer's machine without a sound device: the reply is saved (--record) or skipped, one
+    line on stderr says so, and the run succeeds instead of stopping at the speaker."""
+    clip, ref = librivox_clips()[4]
+    env = without_audio_devices(tmp_path)
+    probe = subprocess.run([sys.executable, "-c", "import sounddevice as sd; sd.query_devices(kind='output')"],
+                           env=env, capture_output=True, timeout=60)
+    if probe.returncode == 0:
+        pytest.skip("this machine has a sound card of its own: PortAudio still finds an output device")
+    out = tmp_path / "reply.wav"
+    saved = run_mic(server.url, "--input", str(clip), "--fast", "--record", str(out), playback=True, env=env)
+    assert saved.returncode == 0, saved.stderr.decode()
+    notes = [ln for ln in saved.stderr.decode().splitlines() if "not played" in ln]
+    assert len(notes) == 1 and f"saved to {out}" in notes[0], saved.stderr.decode()
+    assert sf.info(str(out)).samplerate == 48000
+    heard = [ln[2:] for ln in saved.stdout.decode().splitlines() if ln.startswith("> ")]
+    assert wer(ref, " ".join(heard)) <= 0.15
+
+    skipped = run_mic(server.url, "--input", str(clip), "--fast", "--json", playback=True, env=env)
+    assert skipped.returncode == 0, skipped.stderr.decode()
+    notes = [ln for ln in skipped.stderr.decode().splitlines() if "not played" in ln]
+    assert len(notes) == 1 and "--json" in notes[0] and "--record" in notes[0]
+    assert wer(ref, " ".join(finals(events_of(skipped)))) <= 0.15
