@@ -203,6 +203,11 @@ def test_turn_section_defaults_to_the_packaged_model_and_smart_mode():
     assert section.defaults.mode == "smart"
 
 
+@pytest.mark.parametrize("off", ["", "none", "None", None])
+def test_turn_model_none_turns_the_audio_model_off(off):
+    assert TurnSettings(model=off).model is None
+
+
 def test_server_settings_carry_the_turn_section():
     from voice.config import load_settings
 

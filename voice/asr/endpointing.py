@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from voice.asr.smart_turn import SmartTurnEngine
 from voice.asr.turn_words import WordsVerdict, words_verdict
@@ -96,9 +96,14 @@ class TurnSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     model: str | None = "smart-turn-v3.2"
-    """Registry name or an .onnx path; None: no audio model (words + silence only)."""
+    """Registry name or an .onnx path; None, "" or "none": no audio model (words + silence only)."""
     defaults: TurnDetectionSettings = Field(default_factory=TurnDetectionSettings)
     """Sessions may override them (HELLO, flow states, Realtime turn_detection)."""
+
+    @field_validator("model")
+    @classmethod
+    def _none_means_none(cls, model: str | None) -> str | None:
+        return None if model is None or model.strip().lower() in ("", "none") else model
 
 
 @dataclass(frozen=True)
