@@ -173,7 +173,8 @@ async def make_agent(kind: str, scenario: Scenario, spy: Spy, data: Path, genera
     if kind == "ours":
         return await build_agent(scenario.agent, spy, settings, generation, session_id="bench",
                                  system_prompt="You are a helpful voice assistant.")
-    naive = AgentOptions(route_tools=False, tool_history=None)
+    # no routing, whole history, no grammar, no call filler: a plain tool-calling loop
+    naive = AgentOptions(route_tools=False, tool_history=None, constrain_calls=False, call_filler="")
     if scenario.agent == "booking":
         spec = load_flow(booking.FLOW)
         tools = booking.booking_tools(BookingStore(data / "bookings.sqlite3"), "bench")
