@@ -12,7 +12,7 @@
 Baseline = the current default of each (the ratio is candidate / default). Results merge into
 bench/results/model_choice.json, one key per part.
 
-Usage: flock /tmp/heavy.lock .venv/bin/python bench/model_choice.py asr|llm [--tree DIR] [--concurrency 2]
+Usage: flock /tmp/heavy.lock .venv/bin/python bench/model_choice.py asr|llm [--tree DIR] [--agent assistant]
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def asr_part(args: argparse.Namespace) -> dict[str, Any]:
 
 def llm_part(args: argparse.Namespace) -> dict[str, Any]:
     scenarios = [s for s in load_scenarios([shipped_scenarios_dir()])
-                 if all(t.say is None and t.audio is None for t in s.turns)]
+                 if all(t.say is None and t.audio is None for t in s.turns)
+                 and (not args.agent or s.agent in args.agent)]
     spoken_latency = [s for s in load_scenarios([shipped_scenarios_dir()]) if s.category == "latency"]
     result: dict[str, Any] = {}
     for model in LLM:
@@ -116,6 +117,7 @@ def main() -> None:
     ap.add_argument("part", choices=("asr", "llm"))
     ap.add_argument("--tree", type=Path, help="run the servers from this checkout (default: this working tree)")
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--agent", action="append", default=[], help="llm: only this agent's typed scenarios")
     args = ap.parse_args()
     data = json.loads(OUT.read_text()) if OUT.is_file() else {"benchmark": "model_choice"}
     data[args.part] = {"machine": machine(), **(asr_part(args) if args.part == "asr" else llm_part(args))}
