@@ -341,3 +341,139 @@ def test_through_kamailio_register_with_digest_and_record_route_is_honoured(voic
         proxy_log.read_text()[-2000:]
     assert proxy_saw(proxy_log, r"REGISTER authenticated for \S+ expires 0")  # unregistered on the way out
     assert np.all([e["reason"] in ("bye", "gateway stopping") for e in gateway.events("call_ended")])
+
+
+# ---------------------------------------------------------------------- issue 13: hostile peers over raw UDP
+
+
+class RawPhone:
+    """A UDP socket that sends hand-written SIP and reads what comes back."""
+
+    def __init__(self, gateway_port: int):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.gateway = ("127.0.0.1", gateway_port)
+
+    def send(self, text: str) -> None:
+        head, _, body = text.partition("\n\n")
+        self.sock.sendto((head.replace("\n", "\r\n") + "\r\n\r\n" + body).encode(), self.gateway)
+
+    def replies(self, timeout_s: float, until=lambda seen: False) -> list:
+        from voice.gateways.sip.message import parse_message
+
+        seen, deadline = [], time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not until(seen):
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                seen.append(parse_message(self.sock.recv(65535)))
+            except TimeoutError:
+                break
+        return seen
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def options(port: int, n: int, sent_by: str | None = None) -> str:
+    sent_by = sent_by or f"127.0.0.1:{port}"
+    return (f"OPTIONS sip:agent@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP {sent_by};branch=z9hG4bKo{n}\n"
+            f"From: <sip:raw@127.0.0.1>;tag=r{n}\nTo: <sip:agent@127.0.0.1>\nCall-ID: opt-{n}\nCSeq: 1 OPTIONS\n"
+            f"Max-Forwards: 70\nContent-Length: 0\n\n")
+
+
+def raw_invite(port: int, n: int) -> str:
+    sdp = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+           f"m=audio {20000 + 2 * n} RTP/AVP 0\r\n")
+    return (f"INVITE sip:agent@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKi{n}\n"
+            f"From: <sip:raw@127.0.0.1>;tag=i{n}\nTo: <sip:agent@127.0.0.1>\nCall-ID: raw-{n}-{port}\n"
+            f"CSeq: 1 INVITE\nContact: <sip:raw@127.0.0.1:{port}>\nMax-Forwards: 70\n"
+            f"Content-Type: application/sdp\nContent-Length: {len(sdp)}\n\n{sdp}")
+
+
+def finals_by_call(replies: list) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for m in replies:
+        if m.status and m.status >= 200 and m.cseq[1] == "INVITE":
+            out.setdefault(m.call_id, m)
+    return out
+
+
+def healthz(srv) -> dict:
+    import urllib.request
+
+    return json.load(urllib.request.urlopen(f"{srv.http}/healthz"))
+
+
+def server_sessions(srv) -> int:
+    return healthz(srv)["sessions"]
+
+
+def test_a_via_port_above_65535_does_not_silence_the_gateway(voice_server, tmp_path):
+    # issue 13 item 1: one such datagram made sendto raise, asyncio closed the SIP socket
+    gateway = Gateway(tmp_path, voice_server.url, "40300-40301")
+    phone = RawPhone(gateway.port)
+    try:
+        phone.send(options(phone.port, 1, sent_by="10.7.7.7:70000"))  # no rport
+        bad = phone.replies(3, until=lambda seen: seen)
+        assert bad and bad[0].status == 400 and "port" in bad[0].reason  # answered at the source
+        phone.send(options(phone.port, 2))
+        ok = phone.replies(3, until=lambda seen: seen)
+        assert ok and ok[0].status == 200
+    finally:
+        phone.close()
+        gateway.stop()
+    assert "Traceback" not in gateway.log() and "closed unexpectedly" not in gateway.log()
+
+
+def test_a_full_server_gets_the_caller_503_with_retry_after_and_the_rtp_port_back(voice_server, tmp_path):
+    # issue 13 item 5: the gateway answered 500 and leaked the call's RTP port
+    import contextlib
+
+    from wire import frame, hello_payload, raw_connect, recv_frame
+
+    from voice.protocol import MessageType
+
+    gateway = Gateway(tmp_path, voice_server.url, "40310-40311")  # one RTP port
+    phone = RawPhone(gateway.port)
+    try:
+        with contextlib.ExitStack() as sessions:
+            for _ in range(healthz(voice_server)["max_sessions"]):
+                ws = sessions.enter_context(raw_connect(voice_server.url))
+                ws.send(frame(MessageType.HELLO, hello_payload()))
+                if recv_frame(ws).type != MessageType.READY:
+                    break  # admission control may refuse before max_sessions: full either way
+            phone.send(raw_invite(phone.port, 1))
+            refused = finals_by_call(phone.replies(10, until=finals_by_call))[f"raw-1-{phone.port}"]
+            assert refused.status == 503 and refused.get("Retry-After") and "SERVER_BUSY" in refused.reason
+        gateway.wait_for(lambda: server_sessions(voice_server) == 0, 15, "the sessions to close")
+        phone.send(raw_invite(phone.port, 2))  # needs the one RTP port: it was released
+        ok = finals_by_call(phone.replies(15, until=finals_by_call))[f"raw-2-{phone.port}"]
+        assert ok.status == 200, ok.reason
+    finally:
+        phone.close()
+        gateway.stop()
+    assert "Traceback" not in gateway.log()
+
+
+def test_twenty_invites_that_never_ack_hold_few_sessions_and_release_them_at_timer_h(voice_server, tmp_path):
+    # issue 13 item 6: 20 unauthenticated INVITEs without ACK held all 16 sessions for ~32 s
+    gateway = Gateway(tmp_path, voice_server.url, "40320-40399", "--t1-ms", "50", "--max-unconfirmed-calls", "4")
+    phone = RawPhone(gateway.port)
+    try:
+        for n in range(20):
+            phone.send(raw_invite(phone.port, n))
+        finals = finals_by_call(phone.replies(30, until=lambda seen: len(finals_by_call(seen)) >= 20))
+        statuses = sorted(m.status for m in finals.values())
+        assert len(statuses) == 20 and statuses.count(200) <= 4 and statuses.count(503) >= 16, statuses
+        assert all(m.get("Retry-After") for m in finals.values() if m.status == 503)
+        assert server_sessions(voice_server) <= 4
+        answered = statuses.count(200)
+        hung_up = lambda seen: {m.call_id for m in seen if m.method == "BYE"}  # noqa: E731 - BYEs are retransmitted
+        byes = phone.replies(64 * 0.05 + 5, until=lambda seen: len(hung_up(seen)) >= answered)
+        assert len(hung_up(byes)) == answered  # each answered call hung up at 64*T1 (3.2 s)
+        gateway.wait_for(lambda: server_sessions(voice_server) == 0, 10, "the server sessions to be released")
+    finally:
+        phone.close()
+        gateway.stop()
+    assert "Traceback" not in gateway.log()

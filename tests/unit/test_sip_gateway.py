@@ -124,12 +124,12 @@ async def test_an_unreachable_voice_server_gets_the_caller_a_503(tmp_path):
 # ---------------------------------------------------------------- refusals and calls that never ACK (issue 13)
 
 
-async def refusing_voice_server(*, with_error_frame: bool = True):
+async def refusing_voice_server(*, with_error_frame: bool = True, text: str = "full"):
     """Refuses every connection at once, before any HELLO, as the real server does at capacity."""
 
     async def handler(ws):
         if with_error_frame:
-            await ws.send(encode_frame(Frame(MessageType.ERROR, payload=encode_error(ErrorCode.SERVER_BUSY, "full"))))
+            await ws.send(encode_frame(Frame(MessageType.ERROR, payload=encode_error(ErrorCode.SERVER_BUSY, text))))
         await ws.close(ErrorCode.SERVER_BUSY.value, "full")
 
     return await serve(handler, "127.0.0.1", 0)
@@ -188,8 +188,13 @@ async def test_a_refusal_before_hello_is_a_client_error_with_the_servers_code(mo
         server.close()
 
 
-async def test_a_refusing_voice_server_gets_the_caller_503_with_retry_after_and_frees_the_rtp_port(tmp_path):
-    server = await refusing_voice_server()
+@pytest.mark.parametrize(("text", "retry_after"), [
+    ("full", "5"),                                                            # the gateway's own default
+    ("server is at its limit; retry after 7 s (retry_after_ms=7000)", "7"),  # the server's hint, passed on
+])
+async def test_a_refusing_voice_server_gets_the_caller_503_with_retry_after_and_frees_the_rtp_port(
+        tmp_path, text, retry_after):
+    server = await refusing_voice_server(text=text)
     url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws"
     gateway = SipGateway(GatewaySettings(
         ua=UaSettings(port=0, t1_s=0.05), bridge=BridgeSettings(server_url=url, connect_timeout_s=2),
@@ -200,7 +205,7 @@ async def test_a_refusing_voice_server_gets_the_caller_503_with_retry_after_and_
         for n in range(2):  # the second call would get "no RTP port" if the first leaked it
             transport.sendto(invite_from(port, n), ("127.0.0.1", gateway.ua.settings.port))
             refused = await phone.expect(503)
-            assert "SERVER_BUSY" in refused.reason and refused.get("Retry-After") == "5"
+            assert "SERVER_BUSY" in refused.reason and refused.get("Retry-After") == retry_after
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind(("127.0.0.1", 41700))  # free again
         assert not gateway.calls

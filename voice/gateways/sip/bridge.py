@@ -48,7 +48,8 @@ class CallBridge:
                  on_event: Callable[[dict[str, Any]], None]):
         self.settings = settings
         self.on_event = on_event
-        options = {"barge_in": {"echo": "raise"}, "call": call_info, **settings.options}  # phones have no AEC
+        # phones have no AEC; who called whom goes under "sip" ("call" is the server's call settings)
+        options = {"barge_in": {"echo": "raise"}, "sip": call_info, **settings.options}
         if settings.agent:
             options["agent"] = settings.agent
         self.client = VoiceClient(settings.server_url, ClientOptions(

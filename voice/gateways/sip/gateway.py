@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,7 @@ from voice.protocol import ErrorCode
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5  # what a 503 asks the caller to wait before trying again
+_RETRY_HINT = re.compile(r"retry_after_ms=(\d{1,9})")
 
 
 @dataclass
@@ -64,9 +67,15 @@ class _Refused(Exception):
         self.result = result
 
 
-def _unavailable(why: str) -> InviteResult:
+def _unavailable(why: str, retry_after_s: int = RETRY_AFTER_S) -> InviteResult:
     """503 with Retry-After (RFC 3261 §21.5.4): the caller, or its proxy, may try again later."""
-    return InviteResult(503, f"Service Unavailable ({why})", headers=[("Retry-After", str(RETRY_AFTER_S))])
+    return InviteResult(503, f"Service Unavailable ({why})", headers=[("Retry-After", str(retry_after_s))])
+
+
+def _retry_hint_s(message: str) -> int:
+    """The server's own retry hint in a SERVER_BUSY text ("retry_after_ms=10000"), else ours."""
+    hint = _RETRY_HINT.search(message)
+    return max(1, math.ceil(int(hint[1]) / 1000)) if hint else RETRY_AFTER_S
 
 
 def _code_name(code: int) -> str:
@@ -203,7 +212,7 @@ class SipGateway:
         except ClientError as e:  # the server refused: SERVER_BUSY, SHUTTING_DOWN, AUTH_FAILED...
             log.warning("voice server refused the call", extra={"code": e.code, "error": e.message,
                                                                  "call_id": dialog.call_id})
-            raise _Refused(_unavailable(f"voice server: {_code_name(e.code)}")) from None
+            raise _Refused(_unavailable(f"voice server: {_code_name(e.code)}", _retry_hint_s(e.message))) from None
         except (OSError, TimeoutError) as e:
             log.warning("voice server unavailable", extra={"error": str(e), "call_id": dialog.call_id})
             raise _Refused(_unavailable("voice server")) from None
