@@ -186,15 +186,21 @@ class VoiceClient:
         """Yields typed events, ReceivedAudio and ServerError until the session ends.
 
         A fatal ERROR or an abnormal close raises ClientError; a BYE or normal close just stops.
+        So does a frame from the server that cannot be read (ClientError with its code): a caller
+        handles one exception type, whatever the server sent.
         """
         while True:
             try:
                 frame = await self._recv_frame()
+                item = self._interpret(frame)
             except ConnectionClosed as e:
                 if e.rcvd is not None and e.rcvd.code not in (1000, 1001):
                     raise ClientError(e.rcvd.code, e.rcvd.reason or "connection closed") from None
                 return
-            item = self._interpret(frame)
+            except ProtocolError as e:
+                raise ClientError(e.code, f"bad frame from the server: {e.message}") from None
+            except ValueError as e:  # BadAudio, or PCM16 of an odd length
+                raise ClientError(ErrorCode.BAD_AUDIO, f"bad audio from the server: {e}") from None
             if item is _BYE:
                 return
             if item is not None:

@@ -269,3 +269,34 @@ async def test_an_acked_call_frees_its_place_among_the_unconfirmed(tmp_path):
         transport.close()
         await gateway.stop()
         server.close()
+
+
+@pytest.mark.parametrize(("kind", "payload"), [
+    (MessageType.EVENT, b'{"type":"transcript_final","utterance":"one"}'),  # wrong shape
+    (MessageType.EVENT, b"[" * 500),                                          # not JSON we read
+    (MessageType.AUDIO, b"\x01\x02\x03"),                                      # odd PCM16 length
+])
+async def test_a_bad_frame_from_the_server_ends_the_call_cleanly(tmp_path, kind, payload):
+    async def handler(ws):
+        hello = msg.parse_hello(decode_frame(await ws.recv()).payload)
+        ready = msg.Ready(session_id="s1", input=hello.input, output=hello.output, server="fake")
+        await ws.send(encode_frame(Frame(MessageType.READY, payload=msg.encode_ready(ready))))
+        await asyncio.sleep(0.3)
+        await ws.send(encode_frame(Frame(kind, payload=payload)))
+        async for _ in ws:
+            pass
+
+    server = await serve(handler, "127.0.0.1", 0)
+    gateway = await run_gateway(f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws", tmp_path)
+    phone, transport, port = await place_call(gateway.ua.settings.port, tmp_path=tmp_path)
+    try:
+        ok = await phone.expect(200)
+        transport.sendto(ack(port, header_params(ok.get("To"))["tag"]), ("127.0.0.1", gateway.ua.settings.port))
+        await phone.expect("BYE")
+        await asyncio.sleep(0.1)
+        ended = [e for e in events(tmp_path) if e["type"] == "call_ended"]
+        assert ended and ended[0]["reason"].startswith("server error")
+    finally:
+        transport.close()
+        await gateway.stop()
+        server.close()
