@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 from datetime import datetime
 
+import pytest
 from scripted_agent import ScriptedLlm, booking_agent
 
 from voice.agents import assistant
 from voice.agents.store import ReminderStore
 from voice.llm import replies
-from voice.llm.agent import Agent
-from voice.llm.tools import Toolbox, tool
+from voice.llm.agent import Agent, AgentOptions
+from voice.llm.tools import Toolbox, tool, was_said
 
 NOW = datetime(2026, 12, 2, 14, 5)
 
@@ -181,3 +182,18 @@ async def test_a_required_lookup_says_its_filler_before_the_model_writes_anythin
             if isinstance(item, str) and item.strip():
                 assert item == "Let me check." and llm.requests == []  # the model was not even asked yet
                 break
+
+
+async def test_a_request_to_act_in_the_world_is_refused_with_what_the_agent_can_do(tmp_path):
+    llm = ScriptedLlm("Sure, I sent it!")
+    tools = Toolbox([assistant.get_weather])
+    agent = Agent(llm, toolbox=tools, options=AgentOptions(abilities="I can tell you the weather."))
+    spoken, events = await say(agent, "Send an email to my boss saying I'll be late today.")
+    assert spoken == f"{replies.CANNOT} I can tell you the weather." and llm.requests == [] and events == []
+
+
+@pytest.mark.parametrize("value, said, heard", [
+    ("Nairobi, Kenya", "What's the weather in Nairobi tomorrow?", True), ("Paris", "Is it cold?", False),
+    ("New York City", "Is it raining in New York?", True), ("Rome", "What about Rome?", True)])
+def test_a_value_counts_as_said_when_the_user_said_it_or_one_of_its_longer_words(value, said, heard):
+    assert was_said(value, said) is heard

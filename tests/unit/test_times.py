@@ -7,7 +7,7 @@ from datetime import date, datetime
 import pytest
 
 from voice.agents import assistant
-from voice.agents.dates import parse_clock, parse_day, spoken_day, strip_when
+from voice.agents.dates import parse_clock, parse_day, spoken_day, strip_when, what_to_do
 from voice.agents.store import ReminderStore
 from voice.llm.grounding import ground
 from voice.llm.tools import ToolCall
@@ -104,3 +104,19 @@ def test_a_confirmation_never_names_two_times(reminders):
         grounded, _ = ground(reminders, call, said, NOW)
         question = reminders.confirmation(reminders.validate(grounded.arguments))
         assert len([w for w in question.split() if w in ("am", "pm", "am?", "pm?")]) == 1, question
+
+
+@pytest.mark.parametrize("said, what", [
+    ("Remind me at noon to call the dentist.", "call the dentist"),
+    ("Can you remind me at eight in the evening to water the plants?", "water the plants"),
+    ("Remind me next Friday at 9 am to renew my passport.", "renew my passport"),
+    ("Remind me tomorrow.", None),
+])
+def test_what_a_reminder_is_for_comes_from_the_users_words(said, what):
+    assert what_to_do(said) == what
+
+
+def test_the_models_retelling_of_the_reminder_is_replaced_by_the_users_words(reminders):
+    call = ToolCall("1", "add_reminder", {"text": "Call my sister", "time": "12:00"})  # copied from an example
+    grounded, _ = ground(reminders, call, "Remind me at noon to call the dentist.", NOW)
+    assert grounded.arguments["text"] == "call the dentist" and grounded.arguments["time"] == "12:00"

@@ -68,7 +68,8 @@ async def build_agent(name: str, llm: LlmEngine, settings: AgentsSettings, gener
     options = AgentOptions(filler_after_s=settings.filler_after_ms / 1000, filler=settings.filler,
                            call_filler=settings.call_filler, route_tools=settings.route_tools,
                            tool_history=settings.tool_history, constrain_calls=settings.constrain_calls,
-                           say_results=settings.say_results)
+                           say_results=settings.say_results,
+                           abilities=assistant.ABILITIES if name == "assistant" else "")
     memory = Memory(llm, budget_tokens=settings.history_tokens, summary_tokens=settings.summary_tokens,
                     profile=profile)
     generation = replace(generation, conversation=session_id)

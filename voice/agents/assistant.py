@@ -16,6 +16,8 @@ from voice.agents.store import ReminderStore
 from voice.llm.tools import Tool, ToolError, tool
 
 FLOW = Path(__file__).with_name("assistant.yaml")
+#: Said after "Sorry, I can't do that." when asked to act in the world (send, call, order, ...).
+ABILITIES = "I can tell you the weather forecast and set reminders for you."
 #: Word beginnings ("rain" also finds "raining"). Not a bare "cold" or "hot": "cold-hearted", "hot tea".
 WEATHER_TRIGGERS = ("weather", "rain", "sunny", "temperature", "forecast", "umbrella", "snow", "wind", "degrees",
                     "cloud", "storm", "jacket", "how hot", "how cold", "how warm")
@@ -84,7 +86,7 @@ def reminder_tools(store: ReminderStore, user: str, clock: Clock = datetime.now)
         """Save a reminder for the user.
 
         Args:
-            text: what to remind the user of, e.g. call my sister
+            text: what to remind the user of, in the user's words
             time: when, as HH:MM (24-hour clock)
             day: the day, YYYY-MM-DD (leave out for the next time it is that time)
         """

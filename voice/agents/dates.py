@@ -185,5 +185,16 @@ def strip_when(text: Any) -> Any:
 
 #: A tool argument type: a day as "YYYY-MM-DD". The agent fills it from the user's words.
 CalendarDay = Annotated[str, Field(pattern=r"^\d{4}-\d\d-\d\d$", description="day, YYYY-MM-DD")]
-#: A tool argument type: free text with the time and day words taken out.
+#: A tool argument type: free text with the time and day words taken out; the agent takes it from
+#: the user's words when they say "remind me ... to <it>" (what_to_do).
 WhatText = Annotated[str, BeforeValidator(strip_when)]
+
+
+_WHAT = re.compile(r"\b(?:remind(?:er)?|don'?t let me forget|do not let me forget)\b.*?\bto\s+(?!me\b)(.+)$", re.I)
+
+
+def what_to_do(said: str) -> str | None:
+    """What a reminder is for, in the user's words: "remind me at noon to call the dentist" ->
+    "call the dentist" (None when the words do not say "... to <something>")."""
+    m = _WHAT.search(said.strip().rstrip(".!?"))
+    return strip_when(m.group(1)) if m else None

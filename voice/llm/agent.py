@@ -40,7 +40,7 @@ from voice.llm import arithmetic, replies, rounds, toolcalls
 from voice.llm.base import GenerationOptions, LlmEngine
 from voice.llm.events import AgentEvent, StateChanged, ToolFinished
 from voice.llm.flows import GO_TO_STEP, SET_SLOTS, FlowRun, FlowSpec, Heard, flow_tools
-from voice.llm.grounding import correct, ground, is_question, unsaid
+from voice.llm.grounding import correct, ground, is_action_request, is_question, unsaid
 from voice.llm.guard import SpeechGuard
 from voice.llm.memory import Memory
 from voice.llm.rounds import AgentOptions, Turn, Waiting
@@ -240,6 +240,9 @@ class Agent:
         said, tools = len(t.spoken), self._offered(t.text)
         t.offered_action = any(x.consequential for x in tools)
         t.must_call = any(x.triggers for x in tools) and is_question(t.text)
+        if self.options.abilities and not any(x.triggers for x in tools) and is_action_request(t.text):
+            yield _Line(f"{replies.CANNOT} {self.options.abilities}")  # nothing it could do; never a claim
+            return
         if not any(x.triggers for x in tools) and (sum_ := arithmetic.solve(t.text, self._last_value)):
             self._last_value = sum_.value  # "and if I take away thirty from that?"
             yield _Line(sum_.spoken)
@@ -356,7 +359,6 @@ class Agent:
                 return
             calls[i], missing = ground(tool, call, t.text, self.clock())
             if missing is not None:  # the user did not say when: ask, and keep the call for the answer
-                yield rounds.announce(turn, calls[i], calls[i])
                 self._waiting = Waiting(calls[i], missing, t.text)
                 yield _Line(tool.question(missing))
                 return

@@ -12,9 +12,9 @@ import re
 from dataclasses import replace
 from datetime import datetime
 
-from voice.agents.dates import meridiem, next_occurrence, parse_clock, parse_day
+from voice.agents.dates import meridiem, next_occurrence, parse_clock, parse_day, what_to_do
 from voice.agents.slots import normalize, parse_time
-from voice.llm.tools import Tool, ToolCall
+from voice.llm.tools import Tool, ToolCall, was_said
 
 _QUESTION = re.compile(r"^(?:\W*(?:wait|oh|hmm|um|okay|ok|so|and|but|also|actually|hey|sorry)\b\W*)*"
                        r"(?:what|what's|whats|how|will|is|are|can|could|do|does|did|when|where|who|why|which|"
@@ -27,6 +27,9 @@ def ground(tool: Tool, call: ToolCall, said: str, now: datetime) -> tuple[ToolCa
     if not tool.kinds:
         return call, None
     args = dict(call.arguments)
+    for name in (n for n, kind in tool.kinds.items() if kind == "what"):
+        if (what := what_to_do(said)) is not None:
+            args[name] = what  # the user's own words, not the model's retelling (it copied the example)
     day = parse_day(said, now)
     missing = None
     times = [name for name, kind in tool.kinds.items() if kind == "time"]
@@ -54,9 +57,21 @@ def ground(tool: Tool, call: ToolCall, said: str, now: datetime) -> tuple[ToolCa
 
 def unsaid(tool: Tool, call: ToolCall, said: str) -> str | None:
     """The first `grounded` argument whose value the user never said ("Paris" for "is it cold?")."""
-    heard = normalize(said)
     return next((name for name in tool.grounded if isinstance(call.arguments.get(name), str)
-                 and normalize(call.arguments[name]) not in heard), None)
+                 and not was_said(call.arguments[name], said)), None)
+
+
+_ASKING = r"(?:(?:please|hey|ok|okay|now|and|also|just)\s+)*(?:(?:can|could|would|will) you\s+(?:please\s+)?|" \
+          r"i (?:want|need|would like) you to\s+|(?:please\s+)?)"
+_ACTION = re.compile(rf"^{_ASKING}(?:send|e ?mail|text|message|call|phone|dial|ring|book|reserve|order|buy|purchase|"
+                     r"pay|transfer|play|stream|turn (?:on|off|up|down)|switch (?:on|off)|dim|open|close|lock|unlock|"
+                     r"schedule|cancel|delete|navigate|drive|post|tweet|share|upload|download|install|start|stop)\b")
+
+
+def is_action_request(text: str) -> bool:
+    """The words ask for something to be done in the world ("Send an email to my boss", "Can you
+    call my mom?", "Turn on the lights"), as opposed to asking for an answer."""
+    return _ACTION.match(normalize(text)) is not None
 
 
 def is_question(text: str) -> bool:

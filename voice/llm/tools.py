@@ -66,8 +66,8 @@ class Tool:
     #: Arguments whose value the user must have said (a city): a 0.5B model fills in "Paris" when
     #: the user named none. Checked when the caller passes what the user said.
     grounded: tuple[str, ...] = ()
-    #: Arguments that are a clock time ("time") or a day ("day"): the agent reads them from the
-    #: user's words (voice/agents/dates.py) instead of trusting the model with am/pm and dates.
+    #: Arguments that are a clock time ("time"), a day ("day") or what to do ("what"): the agent reads
+    #: them from the user's words (voice/agents/dates.py) instead of trusting the model with them.
     kinds: dict[str, str] = field(default_factory=dict)
     #: The spoken answer for a successful result: a template formatted with the result's fields,
     #: or a function of the result. Set: no second LLM round (faster, and nothing to misread).
@@ -204,16 +204,13 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, timeo
 
 
 def argument_kind(hint: Any) -> str | None:
-    """"time" for a ClockTime argument, "day" for a CalendarDay one (also inside Optional)."""
-    from voice.agents.dates import CalendarDay
+    """"time" for a ClockTime argument, "day" for a CalendarDay one, "what" for WhatText (also
+    inside Optional): the agent reads these from the user's words (voice/llm/grounding.py)."""
+    from voice.agents.dates import CalendarDay, WhatText
     from voice.agents.slots import ClockTime
 
-    for candidate in (hint, *get_args(hint)):
-        if candidate == ClockTime:
-            return "time"
-        if candidate == CalendarDay:
-            return "day"
-    return None
+    kinds = {"time": ClockTime, "day": CalendarDay, "what": WhatText}
+    return next((kind for candidate in (hint, *get_args(hint)) for kind, t in kinds.items() if candidate == t), None)
 
 
 _JSON_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool,
@@ -290,6 +287,16 @@ class Toolbox:
         return list(await asyncio.gather(*(self.run(c, said) for c in calls)))
 
 
+def was_said(value: str, said: str) -> bool:
+    """Whether the user's words hold the value: all of it, or one of its longer words ("Nairobi,
+    Kenya" for "weather in Nairobi"; "New York City" for "in New York")."""
+    heard, norm = normalize(said), normalize(value)
+    if norm and norm in heard:
+        return True
+    words = set(heard.split())
+    return any(len(w) >= 4 and w in words for w in norm.split())
+
+
 def check_arguments(t: Tool, call: ToolCall) -> ToolCall | ToolOutcome:
     """The call with validated arguments, or an invalid_arguments outcome the model can act on."""
     try:
@@ -306,10 +313,9 @@ async def run_tool(t: Tool, call: ToolCall, said: str | None = None) -> ToolOutc
     checked = check_arguments(t, call)
     if isinstance(checked, ToolOutcome):
         return checked
-    heard = normalize(said or "")
     for name in t.grounded if said is not None else ():
         value = checked.arguments.get(name)
-        if isinstance(value, str) and normalize(value) not in heard:
+        if isinstance(value, str) and not was_said(value, said or ""):
             return error_outcome(checked, "ungrounded", f"the user did not say {name} {value!r}; do not guess")
     try:
         if inspect.iscoroutinefunction(t.fn):
