@@ -125,7 +125,32 @@ async def test_the_grammars_of_the_shipped_tools_parse_in_llama_cpp(qwen, tmp_pa
              *booking.booking_tools(BookingStore(tmp_path / "b.sqlite3"), "s")]
     schemas = [t.schema() for t in tools]
     grammar = lazy_tool_grammar(qwen._llamas[0], schemas, [t.name for t in tools])  # raises if unparsable
-    assert grammar.tokens and grammar.patterns
+    assert grammar.tokens and not grammar.patterns  # only the <tool_call> token triggers: crash-safe
+
+
+def test_no_first_token_can_trigger_the_lazy_grammar_into_a_crash():
+    """llama.cpp aborts the process when a trigger feeds the grammar text it rejects: run in a child."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from voice.agents import assistant
+from voice.llm.grammar import LazyGrammarLlama, lazy_tool_grammar
+llama = LazyGrammarLlama(sys.argv[1], n_ctx=256, verbose=False, vocab_only=True)
+g = lazy_tool_grammar(llama, [assistant.get_weather.schema()], ["get_weather"])
+import ctypes, llama_cpp
+tokens = (llama_cpp.llama_token * len(g.tokens))(*g.tokens)
+s = llama_cpp.llama_sampler_init_grammar_lazy_patterns(llama._model.vocab, g._grammar.encode(), b"root",
+                                                       (ctypes.c_char_p * 0)(), 0, tokens, len(g.tokens))
+for text in ["{{", "{\\n", "{", '{"response', "Hello {", "```json"]:
+    for token in llama.tokenize(text.encode(), add_bos=False, special=False):
+        llama_cpp.llama_sampler_accept(s, token)
+print("survived")
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(model_path_or_skip("qwen2.5-coder-0.5b"))],
+                          capture_output=True, text=True, timeout=120)
+    assert "survived" in done.stdout, done.stderr[-2000:]
 
 
 async def test_prose_is_not_constrained_by_a_tool_grammar(qwen, tmp_path):

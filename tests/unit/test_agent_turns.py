@@ -197,3 +197,13 @@ async def test_a_request_to_act_in_the_world_is_refused_with_what_the_agent_can_
     ("New York City", "Is it raining in New York?", True), ("Rome", "What about Rome?", True)])
 def test_a_value_counts_as_said_when_the_user_said_it_or_one_of_its_longer_words(value, said, heard):
     assert was_said(value, said) is heard
+
+
+@pytest.mark.parametrize("text, must", [("Remind me to call my sister at 6 pm.", True),
+                                        ("Set a reminder for 7:15 am to go for a run.", True),
+                                        ("What's the weather in Rome?", True),
+                                        ("I'm so tired of this rain.", False)])
+def test_questions_and_requests_routed_to_a_tool_must_be_calls_remarks_need_not(text, must):
+    from voice.llm.grounding import is_request
+
+    assert is_request(text) is must

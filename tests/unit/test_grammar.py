@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import pytest
 from pydantic import BaseModel, Field
 
-from voice.llm.grammar import BARE_CALL_START, call_schema, tool_call_grammar, trigger_patterns
+from voice.llm.grammar import call_schema, tool_call_grammar
 from voice.llm.tools import tool
 
 
@@ -80,20 +80,6 @@ def test_a_tool_without_arguments_gets_an_empty_object():
 def test_no_allowed_tool_is_an_error():
     with pytest.raises(ValueError):
         call_schema(TOOLS, ["nope"])
-
-
-@pytest.mark.parametrize("text", ["{", '{"', '{"na', '  {"name"', '\n{"name": "'])
-def test_the_bare_trigger_fires_on_prefixes_of_a_call(text):
-    [pattern] = trigger_patterns()
-    m = re.fullmatch(pattern, text)
-    assert m and BARE_CALL_START.startswith(m.group(1))
-
-
-@pytest.mark.parametrize("text", ['{"response": "x"', "Sure, {", '{"name":"x"', "hello"])
-def test_the_bare_trigger_never_fires_on_text_the_grammar_would_reject(text):
-    """llama.cpp aborts the process when the trigger text does not fit the grammar."""
-    [pattern] = trigger_patterns()
-    assert re.fullmatch(pattern, text) is None
 
 
 def test_regex_classes_in_patterns_become_character_sets_llama_cpp_can_parse():

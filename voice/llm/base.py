@@ -30,8 +30,8 @@ class GenerationOptions:
     #: prose stays free (voice/llm/grammar.py). None: the reply is not constrained.
     callable_tools: tuple[str, ...] | None = None
     #: With callable_tools: the reply must be such a call (constrained from its first token). For a
-    #: question the routing says a tool answers: a 0.5B model otherwise invents an answer in prose
-    #: ("The weather in Nairobi tomorrow will be sunny") instead of calling the tool.
+    #: question or request the routing says a tool answers: a 0.5B model otherwise invents an answer
+    #: in prose ("The weather in Nairobi tomorrow will be sunny") instead of calling the tool.
     require_call: bool = False
 
 

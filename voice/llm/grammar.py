@@ -1,28 +1,27 @@
 """Tool calls that are always valid: a GBNF grammar built from the offered tools' JSON schemas.
 
-A round that offers tools may still answer in prose, so the grammar is *lazy* (llama.cpp's
-`llama_sampler_init_grammar_lazy_patterns`, the same mechanism llama.cpp's server uses for tool
-calls): tokens are free until a trigger appears, then every further token must keep the text a
-valid call. Triggers:
-
-* the `<tool_call>` token (Qwen2.5 and other Hermes-style templates write calls inside it);
-* a reply that starts with the beginning of a bare call, `{"name": "` (Qwen2.5-0.5B often
-  writes the JSON without the tag).
+A round that offers tools may still answer in prose, so by default the grammar is *lazy*
+(llama.cpp's `llama_sampler_init_grammar_lazy_patterns`, the mechanism llama.cpp's server uses
+for tool calls): tokens are free until the `<tool_call>` token (Qwen2.5 and other Hermes-style
+templates write calls inside it), then every further token must keep the text a valid call. A
+round whose reply must be a call (GenerationOptions.require_call) gets the grammar *eagerly*, from
+the first token: that is also how a bare call without the tag (Qwen2.5-0.5B often writes one) is
+constrained.
 
 From the trigger on, the grammar allows only `{"name": <an allowed tool>, "arguments": <that
 tool's schema>}`: real tool names, required keys present, enums respected, nested objects typed,
 and nothing after the call but `</tool_call>` and the end of the reply. Prose costs nothing extra:
 an untriggered grammar checks no tokens.
 
-Crash safety: llama.cpp feeds the trigger text to the grammar and aborts the process if the grammar
-rejects it. So each trigger pattern matches only texts the grammar accepts: the tag itself, or a
-prefix of `{"name": "` (std::regex full match, so `{"response"` never triggers).
+Why no text-pattern trigger for a bare `{"name": ...`: llama.cpp feeds the trigger *token's* whole
+text to the grammar and aborts the process when the grammar rejects it, and a first token "{{" or
+"{\n" matched a `{` pattern (measured: "terminate called ... Unexpected empty grammar stack after
+accepting piece: {{"). The `<tool_call>` token is exactly the grammar's first literal: safe.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import llama_cpp
@@ -30,7 +29,6 @@ from llama_cpp._internals import LlamaSampler
 from llama_cpp.llama_grammar import LlamaGrammar, SchemaConverter
 
 TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
-BARE_CALL_START = '{"name": "'
 MAX_CALLS = 3  # calls in one reply (parallel calls: "weather in Paris and in Rome")
 
 
@@ -88,14 +86,6 @@ def tool_call_grammar(tools: list[dict[str, Any]], names: list[str] | None = Non
             + converter.format_grammar())
 
 
-def trigger_patterns() -> list[str]:
-    """std::regex patterns (full match; group 1 is fed to the grammar) for a bare call's start:
-    optional leading whitespace, then any non-empty prefix of BARE_CALL_START."""
-    prefixes = [BARE_CALL_START[:n] for n in range(len(BARE_CALL_START), 0, -1)]
-    escaped = "|".join(re.sub(r'([{}\\^$.|?*+()\[\]])', r"\\\1", p) for p in prefixes)
-    return [rf"\s*({escaped})"]
-
-
 # ---------------------------------------------------------------- llama.cpp sampling
 
 
@@ -142,4 +132,6 @@ def lazy_tool_grammar(llama: LazyGrammarLlama, tools: list[dict[str, Any]], name
     if eager:
         return LlamaGrammar.from_string(gbnf, verbose=False)
     token = llama.tool_call_token()
-    return LazyGrammar(gbnf, patterns=trigger_patterns(), tokens=[token] if token is not None else [])
+    if token is None:  # nothing to trigger on: unconstrained (the lenient parser reads the calls)
+        raise ValueError("this vocabulary has no <tool_call> token for a lazy grammar")
+    return LazyGrammar(gbnf, patterns=[], tokens=[token])

@@ -74,6 +74,16 @@ def is_action_request(text: str) -> bool:
     return _ACTION.match(normalize(text)) is not None
 
 
+_REQUEST = re.compile(rf"^{_ASKING}(?:remind|set|tell|check|give|show|find|get|add|make|list|look|read|save|"
+                      r"create|put|note|let me know)\b")
+
+
+def is_request(text: str) -> bool:
+    """A question, or an instruction to look something up or note it ("Remind me to ...", "Set a
+    reminder ...", "Tell me the weather ..."), as opposed to a remark."""
+    return is_question(text) or _REQUEST.match(normalize(text)) is not None
+
+
 def is_question(text: str) -> bool:
     """The words ask something ("Wait, will it rain in London?"), as opposed to answering."""
     return text.strip().endswith("?") or _QUESTION.match(normalize(text)) is not None
