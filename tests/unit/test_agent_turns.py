@@ -187,7 +187,8 @@ async def test_a_required_lookup_says_its_filler_before_the_model_writes_anythin
 async def test_a_request_to_act_in_the_world_is_refused_with_what_the_agent_can_do(tmp_path):
     llm = ScriptedLlm("Sure, I sent it!")
     tools = Toolbox([assistant.get_weather])
-    agent = Agent(llm, toolbox=tools, options=AgentOptions(abilities="I can tell you the weather."))
+    options = AgentOptions(abilities="I can tell you the weather.", refuse_actions=True)
+    agent = Agent(llm, toolbox=tools, options=options)
     spoken, events = await say(agent, "Send an email to my boss saying I'll be late today.")
     assert spoken == f"{replies.CANNOT} I can tell you the weather." and llm.requests == [] and events == []
 
@@ -207,3 +208,11 @@ def test_questions_and_requests_routed_to_a_tool_must_be_calls_remarks_need_not(
     from voice.llm.grounding import is_request
 
     assert is_request(text) is must
+
+
+async def test_a_live_data_question_without_a_tool_for_it_is_declined_and_the_flow_goes_on(tmp_path):
+    agent, _, llm = booking_agent(tmp_path, "It will be mild with a light breeze.",
+                                  abilities="I can help you book a table.")
+    spoken, _ = await say(agent, "What's the weather like tonight?")
+    assert spoken.startswith(f"{replies.CANNOT} I can help you book a table.") and spoken.endswith("?")
+    assert llm.requests == [] and agent.flow.name == "cuisine"

@@ -69,7 +69,8 @@ async def build_agent(name: str, llm: LlmEngine, settings: AgentsSettings, gener
                            call_filler=settings.call_filler, route_tools=settings.route_tools,
                            tool_history=settings.tool_history, constrain_calls=settings.constrain_calls,
                            say_results=settings.say_results,
-                           abilities=assistant.ABILITIES if name == "assistant" else "")
+                           abilities=assistant.ABILITIES if name == "assistant" else booking.ABILITIES,
+                           refuse_actions=name == "assistant")
     memory = Memory(llm, budget_tokens=settings.history_tokens, summary_tokens=settings.summary_tokens,
                     profile=profile)
     generation = replace(generation, conversation=session_id)

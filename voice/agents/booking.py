@@ -17,6 +17,8 @@ from voice.agents.store import BookingStore
 from voice.llm.tools import Tool, tool
 
 FLOW = Path(__file__).with_name("booking.yaml")
+#: Said after "Sorry, I can't do that." when asked about live data the agent has no tool for.
+ABILITIES = "I can help you book a table at Trattoria Voce."
 Cuisine = Literal["italian", "japanese", "indian", "mexican"]
 
 

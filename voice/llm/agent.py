@@ -40,7 +40,7 @@ from voice.llm import arithmetic, replies, rounds, toolcalls
 from voice.llm.base import GenerationOptions, LlmEngine
 from voice.llm.events import AgentEvent, StateChanged, ToolFinished
 from voice.llm.flows import GO_TO_STEP, SET_SLOTS, FlowRun, FlowSpec, Heard, flow_tools
-from voice.llm.grounding import correct, ground, is_action_request, is_question, is_request, unsaid
+from voice.llm.grounding import asks_live_data, correct, ground, is_action_request, is_question, is_request, unsaid
 from voice.llm.guard import SpeechGuard
 from voice.llm.memory import Memory
 from voice.llm.rounds import AgentOptions, Turn, Waiting
@@ -240,8 +240,11 @@ class Agent:
         said, tools = len(t.spoken), self._offered(t.text)
         t.offered_action = any(x.consequential for x in tools)
         t.must_call = any(x.triggers for x in tools) and is_request(t.text)
-        if self.options.abilities and not any(x.triggers for x in tools) and is_action_request(t.text):
-            yield _Line(f"{replies.CANNOT} {self.options.abilities}")  # nothing it could do; never a claim
+        if self.options.abilities and not any(x.triggers for x in tools) and (
+                asks_live_data(t.text) or (self.options.refuse_actions and is_action_request(t.text))):
+            yield _Line(f"{replies.CANNOT} {self.options.abilities}")  # it could only make it up, or claim it
+            if flow and (ask := flow.ask()):
+                yield _Line(ask)
             return
         if not any(x.triggers for x in tools) and (sum_ := arithmetic.solve(t.text, self._last_value)):
             self._last_value = sum_.value  # "and if I take away thirty from that?"

@@ -68,6 +68,16 @@ _ACTION = re.compile(rf"^{_ASKING}(?:send|e ?mail|text|message|call|phone|dial|r
                      r"schedule|cancel|delete|navigate|drive|post|tweet|share|upload|download|install|start|stop)\b")
 
 
+_LIVE = re.compile(r"\b(?:weather|forecast|temperature|rain(?:ing|y)?|snow(?:ing)?|sunny|news|headlines|stock|"
+                   r"share price|exchange rate|score|traffic|flight status)\b")
+
+
+def asks_live_data(text: str) -> bool:
+    """A question about something only a live source knows (weather, news, prices, scores,
+    traffic): without a tool for it, any answer would be made up."""
+    return is_question(text) and _LIVE.search(normalize(text)) is not None
+
+
 def is_action_request(text: str) -> bool:
     """The words ask for something to be done in the world ("Send an email to my boss", "Can you
     call my mom?", "Turn on the lights"), as opposed to asking for an answer."""

@@ -36,10 +36,11 @@ class AgentOptions:
     tool_history: int | None = 1
     constrain_calls: bool = True         # calls decoded under the tools' grammar (engines that can)
     say_results: bool = True             # a tool's `say` template answers, without a second LLM round
-    #: What the agent can do, said after "Sorry, I can't do that." when asked to act in the world
-    #: (send, call, book, order, play, ...) and no tool of its own was asked for; "" leaves such
-    #: requests to the model (a flow whose states handle them).
+    #: What the agent can do, said after "Sorry, I can't do that." when asked about live data
+    #: (weather, news, ...) that no tool of its own was asked for, or, with `refuse_actions`, to act
+    #: in the world (send, call, book, order, play, ...); "" leaves both to the model.
     abilities: str = ""
+    refuse_actions: bool = False         # off for an agent whose flow handles requests ("book a table")
     fallback: str = "Sorry, I did not catch that. Could you say it again?"
 
 
