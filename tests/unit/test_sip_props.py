@@ -140,7 +140,8 @@ def hostile_request(draw) -> tuple[str, str]:
     branch = draw(st.one_of(st.just("z9hG4bKfixed"), line_text))
     via = ";".join([f"SIP/2.0/UDP {sent_by}", f"branch={branch}", *params])
     contact = draw(st.one_of(st.just("<sip:phone@127.0.0.1:5099>"), numbers.map(lambda p: f"<sip:phone@127.0.0.1:{p}>"),
-                             line_text.map(lambda h: f"<sip:phone@{h}>"), line_text))
+                             line_text.map(lambda h: f"<sip:phone@{h}>"), line_text.map(lambda u: f"<sip:{u}>"),
+                             line_text))
     to_tag = draw(st.one_of(st.just(""), st.just(";tag=TOTAG"), line_text.map(lambda t: f";tag={t}")))
     cseq_method = draw(st.one_of(st.just(method), line_text))
     body = draw(st.one_of(st.just(""), st.just(SDP), line_text))
@@ -180,6 +181,9 @@ async def feed(requests: list[str]) -> tuple[RecordingTransport, list[logging.Lo
             ua.datagram_received(data, ("127.0.0.1", 5099))
             await asyncio.sleep(0)
         await asyncio.sleep(0.02)
+        for dialog in list(ua.dialogs.values()):  # the BYE we would send, built from the caller's headers
+            bye = dialog.build_request("BYE", "127.0.0.1", 5080, ua.contact)
+            transport.sent.append((bye.to_bytes(), dialog.next_destination()))
     finally:
         await ua.close()
         logger.removeHandler(problems)
@@ -191,11 +195,36 @@ async def feed(requests: list[str]) -> tuple[RecordingTransport, list[logging.Lo
 @example([("OPTIONS", "OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:70000;branch=z9hG4bKx\r\n"
            "From: <sip:p@h>;tag=1\r\nTo: <sip:a@h>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n")])  # issue 13 item 1
 def test_no_header_value_makes_the_ua_raise_or_send_where_a_socket_refuses(requests):
-    transport, problems = asyncio.run(feed([text for _, text in requests]))
+    assert_ua_copes([text for _, text in requests])
+
+
+def assert_ua_copes(requests: list[str]) -> None:
+    """No log record at ERROR, every datagram parses back, every response to an address sendto takes."""
+    transport, problems = asyncio.run(feed(requests))
     assert not problems, [r.getMessage() for r in problems]
     for data, (host, port) in transport.sent:
-        assert 0 < port < 65536 and ipaddress.ip_address(host).version == 4
+        assert 0 < port < 65536 and isinstance(host, str)
         parse_message(data)  # everything we send is SIP we can read back
+    for data, (host, _) in transport.sent:
+        if not parse_message(data).is_request:  # responses go to an address checked for sendto
+            assert ipaddress.ip_address(host).version == 4
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(line_text, line_text.map(lambda u: f"<sip:{u}>"), line_text.map(lambda u: f"<{u}>")),
+       st.sampled_from(["Contact", "From"]))
+@example("<sip:a b@127.0.0.1>", "Contact")  # a space in the URI: our BYE's request line would not parse
+@example("x" * 300, "Contact")
+def test_any_contact_or_from_of_an_invite_gets_400_or_a_dialog_whose_bye_parses(value, header):
+    invite = ("INVITE sip:agent@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKc\r\n"
+              "From: <sip:phone@127.0.0.1>;tag=p\r\nTo: <sip:agent@127.0.0.1>\r\nCall-ID: c2\r\n"
+              "CSeq: 1 INVITE\r\nContact: <sip:phone@127.0.0.1:5099>\r\nContent-Length: 0\r\n\r\n")
+    if header == "Contact":
+        invite = invite.replace("Contact: <sip:phone@127.0.0.1:5099>", f"Contact: {value}")
+    else:
+        invite = invite.replace("Contact: <sip:phone@127.0.0.1:5099>\r\n", "").replace(
+            "From: <sip:phone@127.0.0.1>;tag=p", f"From: {value};tag=p")
+    assert_ua_copes([invite])
 
 
 # ---------------------------------------------------------------- SDP, RTP, DTMF, addresses

@@ -293,8 +293,8 @@ class SipUri:
 def parse_uri(uri: str) -> SipUri:
     """`sip:user@host:port;params` -> SipUri. Raises SipParseError for other schemes or a bad port."""
     scheme, colon, rest = uri.partition(":")
-    if not colon or scheme.lower() not in ("sip", "sips"):
-        raise SipParseError(f"not a SIP URI: {uri!r}")
+    if not colon or scheme.lower() not in ("sip", "sips") or not rest.isprintable() or " " in rest:
+        raise SipParseError(f"not a SIP URI: {uri[:60]!r}")  # whitespace would break a request line
     rest = rest.split("?", 1)[0]
     hostport, *param_parts = rest.split(";")
     params = {}

@@ -21,8 +21,11 @@ from voice.gateways.sip.dialog import Dialog
 from voice.gateways.sip.dtmf import parse_info_body
 from voice.gateways.sip.message import (
     SipMessage,
+    SipParseError,
     header_params,
+    name_addr_uri,
     new_tag,
+    parse_uri,
 )
 from voice.gateways.sip.sdp import SdpError, SessionDescription, parse_sdp
 from voice.gateways.sip.transaction import TRANSACTION_LINGER_S, SipTransactionLayer, UaSettings
@@ -110,6 +113,9 @@ class SipUserAgent(SipTransactionLayer):
         to_tag = header_params(msg.get("To") or "").get("tag")
         if to_tag:
             self._on_reinvite(msg, source, to_tag, offer)
+            return
+        if not _usable_target(msg):
+            self._send_response(msg, source, 400, "Bad Request (Contact is not a SIP URI)")
             return
         dialog = Dialog.from_invite(msg, new_tag(), source, secrets.randbelow(2**31))
         tx = _InviteTransaction(msg, source, dialog)
@@ -297,3 +303,13 @@ class SipUserAgent(SipTransactionLayer):
         self.dialogs.pop(dialog.key, None)
         bye = dialog.build_request("BYE", self.settings.advertised_host, self.settings.port, self.contact)
         return await self.request(bye, dialog.next_destination())
+
+
+def _usable_target(invite: SipMessage) -> bool:
+    """RFC 3261 §8.1.1.8: an INVITE's Contact holds the SIP URI our BYE is sent to (the From URI when
+    there is no Contact). Without one we could only write a BYE no one can parse."""
+    try:
+        parse_uri(name_addr_uri(invite.get("Contact") or invite.get("From") or ""))
+    except SipParseError:
+        return False
+    return True
