@@ -12,8 +12,12 @@ The server is started from `--tree DIR` (a checkout of the code to measure, e.g.
 this checkout. A run must stay under ~10 minutes on the shared 2-core box: `--agent`/`--category`/
 `--name` run a part and `--merge` adds it to the tag's run (same scenario names are replaced).
 
+When the checks or the scenario expectations change, `--rescore` scores every stored run again
+from the facts it holds (transcripts, replies, tools, states), without a server.
+
 Usage: flock /tmp/heavy.lock .venv/bin/python bench/eval.py --tag before --tree /tmp/before [--agent assistant]
        [--merge] [--concurrency 2] [--baseline-tag before]
+       .venv/bin/python bench/eval.py --rescore
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from common import RESULTS, machine  # noqa: E402
 
-from voice.eval.report import Progress, print_table, to_json, with_summary  # noqa: E402
+from voice.eval.report import Progress, print_table, rescore, to_json, with_summary  # noqa: E402
 from voice.eval.runner import RunOptions, run_scenarios  # noqa: E402
 from voice.eval.scenario import load_scenarios, select, shipped_scenarios_dir  # noqa: E402
 
@@ -84,7 +88,9 @@ def print_comparison(rows: dict[str, Any], now_tag: str, then_tag: str) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tag", required=True, help='name of this run, e.g. "before" or "after"')
+    p.add_argument("--tag", help='name of this run, e.g. "before" or "after"')
+    p.add_argument("--rescore", action="store_true",
+                   help="run nothing: score every stored run again with the current checks and scenario files")
     p.add_argument("--tree", type=Path, help="start the server from this source tree (default: this checkout)")
     p.add_argument("--merge", action="store_true", help="add to the tag's existing run instead of replacing it")
     p.add_argument("--baseline-tag", default="before", help="the run to compare with (default: before)")
@@ -94,6 +100,10 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--audio-model", default="whisper-base")
     args = p.parse_args()
+    if args.rescore:
+        return rescore_all(args.baseline_tag)
+    if not args.tag:
+        p.error("--tag is required (unless --rescore)")
 
     scenarios = select(load_scenarios([shipped_scenarios_dir()]), agents=args.agent, categories=args.category,
                        names=args.name)
@@ -108,13 +118,32 @@ def main() -> int:
     runs = stored.setdefault("runs", {})
     runs[args.tag] = merged(runs.get(args.tag) if args.merge else None, report)
     print_table(runs[args.tag])
-    if args.baseline_tag in runs and args.baseline_tag != args.tag:
-        rows = compare(runs[args.tag], runs[args.baseline_tag], args.tag, args.baseline_tag)
-        stored["comparison"] = {"now": args.tag, "baseline": args.baseline_tag, "pass_rates": rows}
-        print_comparison(rows, args.tag, args.baseline_tag)
+    write(stored, args.tag, args.baseline_tag)
+    return 0
+
+
+def write(stored: dict[str, Any], tag: str, baseline_tag: str) -> None:
+    """Compare `tag` with the baseline run (if both exist) and save the file."""
+    runs = stored["runs"]
+    if baseline_tag in runs and baseline_tag != tag:
+        rows = compare(runs[tag], runs[baseline_tag], tag, baseline_tag)
+        stored["comparison"] = {"now": tag, "baseline": baseline_tag, "pass_rates": rows}
+        print_comparison(rows, tag, baseline_tag)
     RESULTS.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(stored, indent=1, ensure_ascii=False) + "\n")
     print(f"\nwrote {OUT.relative_to(ROOT)}")
+
+
+def rescore_all(baseline_tag: str) -> int:
+    """Every stored run scored again with today's checks, so runs made apart compare fairly."""
+    stored = json.loads(OUT.read_text())
+    scenarios = {s.name: s for s in load_scenarios([shipped_scenarios_dir()])}
+    for tag, run in stored["runs"].items():
+        stored["runs"][tag] = rescore(run, scenarios)
+        print(f"\n== {tag}")
+        print_table(stored["runs"][tag], failures=0)
+    newest = next(reversed(stored["runs"]))
+    write(stored, newest, baseline_tag)
     return 0
 
 

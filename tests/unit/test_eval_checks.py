@@ -183,6 +183,12 @@ def test_answers_confirmations_and_short_turns_are_not_echo():
     assert check_echo("A table for two.", "A table for 2. What time would you like to come? We are open from 5 "
                       "to 10 pm.", 0.8).ok
     assert not check_echo("A table for two.", "A table for two.", 0.8).ok
+    assert check_echo("Can you check the weather in Oslo for today?", "Sorry. I can't check the weather in Oslo "
+                      "for today.", 0.8).ok
+    assert not check_echo("I don't like Mondays at all.", "You don't like Mondays at all.", 0.8).ok
+    assert check_echo("Is it going to be sunny in Tokyo tomorrow?", "Yes, it is going to be sunny in Tokyo "
+                      "tomorrow.", 0.8).ok
+    assert not check_echo("Order me a large pepperoni pizza, please.", "Order a large pepperoni pizza.", 0.8).ok
 
 
 @pytest.mark.parametrize("reply", [

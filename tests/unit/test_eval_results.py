@@ -9,7 +9,7 @@ from pathlib import Path
 
 from voice.eval.evaluate import evaluate, turn_facts
 from voice.eval.html_report import render
-from voice.eval.report import scenario_json, summarize, to_json
+from voice.eval.report import rescore, scenario_json, summarize, to_json
 from voice.eval.runner import EvalRun
 from voice.eval.scenario import parse_scenario
 from voice.eval.session import SETTLE_S, ScenarioSession, TurnLog
@@ -213,3 +213,16 @@ def test_the_html_report_is_self_contained_escapes_replies_and_charts_latency():
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "http://" not in page.replace("ws://x/ws", "") and "https://" not in page
     assert 'class="check-fail"' in page
+
+
+def test_a_stored_report_is_rescored_with_new_expectations_without_replaying():
+    s = scenario(WEATHER)
+    events = [ev(0.5, "tool_call", turn=1, id="c1", name="get_weather", arguments={"city": "Paris", "day": "tomorrow"}),
+              *reply(1, "Light rain, 14 degrees.", 1.0)]
+    stored = to_json(run_of([evaluate(s, [log_of(s, 0, events, 0, 3)])]))
+    assert stored["summary"]["passed"] == 1
+    stricter = scenario(WEATHER.replace("reply: {number: 14}", "reply: {number: 15}"))
+    again = rescore(stored, {"s": stricter})
+    assert again["summary"]["passed"] == 0 and again["scenarios"][0]["status"] == "failed"
+    assert [c["name"] for c in again["scenarios"][0]["turns"][0]["checks"] if not c["ok"]] == ["reply_number"]
+    assert rescore(stored, {})["summary"]["passed"] == 1  # a scenario no longer shipped keeps its result

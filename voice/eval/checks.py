@@ -10,7 +10,10 @@ Built-in checks (every turn, unless `skip_checks` names them):
 - no_echo: the whole reply, or one of its sentences, is not the user's words back (word similarity
   with you/I swapped, above `max_echo`). User turns under 4 words are not judged; a short phrase
   (under 6 words) read back inside a longer reply is grounding ("A table for 2. What time...?"),
-  and so is a read-back framed as a confirmation question ("Shall I ...?");
+  a read-back framed as a confirmation question ("Shall I ...?") confirms, a sentence that negates
+  what the user said ("I can't check the weather in Oslo") refuses, and a statement after a
+  question answers it ("Yes, it is going to be sunny in Tokyo tomorrow"): after a question only a
+  question back can be an echo;
 - no_false_claims: the reply does not say something was done, booked, set, sent or reminded
   unless a tool succeeded in this turn.
 """
@@ -177,6 +180,10 @@ def check_internal_text(reply: str) -> Check:
 
 _PERSON = {"you": "i", "me": "i", "your": "my", "yours": "mine", "yourself": "myself", "you're": "i'm",
            "youre": "i'm", "you've": "i've", "you'll": "i'll", "you'd": "i'd", "are": "am", "we": "i", "our": "my"}
+_QUESTION = re.compile(r"\?\s*$|^\W*(?:is|are|am|do|does|did|can|could|will|would|should|shall|may|what|what's|"
+                       r"where|when|who|why|how|which)\b", re.I)
+_NEGATIONS = {"not", "no", "never", "can't", "cannot", "don't", "won't", "isn't", "aren't", "doesn't", "didn't",
+              "unable", "couldn't", "wouldn't"}
 MIN_ECHO_WORDS = 4       # shorter user turns ("yes please") are not judged
 SENTENCE_ECHO_WORDS = 6  # a shorter phrase read back inside a longer reply ("A table for 2.") is grounding
 
@@ -193,11 +200,15 @@ _CONFIRMING = re.compile(r"^\W*(?:shall i|should i|do you want me to|would you l
 
 def echo_score(user: str, reply: str) -> float:
     """0-1: how much the reply (its closest sentence, or the whole of it) is the user's words back;
-    sentences that confirm a request before acting on it are left out."""
+    sentences that confirm a request before acting on it, or refuse it, are left out."""
     u = _as_speaker(user)
     if len(u) < MIN_ECHO_WORDS:
         return 0.0
-    own = [s for s in sentences(reply) if not _CONFIRMING.search(s)]
+    negated = not _NEGATIONS & set(u)
+    own = [s for s in sentences(reply) if not _CONFIRMING.search(s)
+           and not (negated and _NEGATIONS & set(words(s)))]  # "I can't check X" refuses, it does not echo
+    if _QUESTION.search(user):  # "Yes, it is going to be sunny in Tokyo" answers; a question back echoes
+        own = [s for s in own if s.endswith("?")]
     parts = [" ".join(own), *(own if len(u) >= SENTENCE_ECHO_WORDS else [])]
     return max((difflib.SequenceMatcher(None, u, _as_speaker(p), autojunk=False).ratio() for p in parts),
                default=0.0)

@@ -11,8 +11,10 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any, TextIO
 
+from voice.eval.checks import ToolUse, TurnFacts, check_turn
 from voice.eval.evaluate import ScenarioResult, TurnResult
 from voice.eval.runner import EvalRun
+from voice.eval.scenario import Scenario, Turn
 
 FORMAT = 1
 _QUIET_EVENTS = ("transcript_partial",)  # many per utterance and they say nothing the final does not
@@ -136,3 +138,35 @@ class Progress:
         else:
             print(f"[{self.done}/{self.total}] {result.status:7} {result.scenario.name}"
                   f" ({result.duration_s:.0f} s)", file=self.out, flush=True)
+
+
+# ---------------------------------------------------------------- re-scoring
+
+
+def rescore(report: dict[str, Any], scenarios: dict[str, Scenario]) -> dict[str, Any]:
+    """A stored report scored again with the current checks and scenario expectations, from the
+    facts it holds (transcript, reply, tools, state, ...): runs made before a check changed stay
+    comparable with new ones, without replaying them. Scenarios whose file is gone or has other
+    turns now are kept as they were."""
+    out = []
+    for sc in report["scenarios"]:
+        scenario = scenarios.get(sc["name"])
+        if scenario is None or len(scenario.turns) != len(sc["turns"]) or sc["status"] == "error":
+            out.append(sc)
+            continue
+        turns = [_rescore_turn(t, turn) for t, turn in zip(sc["turns"], scenario.turns, strict=True)]
+        status = "passed" if all(t["status"] == "passed" for t in turns) else "failed"
+        out.append({**sc, "status": status, "turns": turns})
+    return with_summary({**report, "scenarios": out})
+
+
+def _rescore_turn(t: dict[str, Any], turn: Turn) -> dict[str, Any]:
+    if t["status"] == "not_run":
+        return t
+    facts = TurnFacts(kind=t["kind"], user_words=turn.words, transcript=t["transcript"], reply=t["reply"],
+                      tools=[ToolUse(**u) for u in t["tools"]], state=t["state"], slots=t["slots"],
+                      interrupted=t["interrupted"], voice_to_voice_ms=t["voice_to_voice_ms"],
+                      audio_transcript=t["audio_transcript"])
+    checks = check_turn(facts, turn.expect, audio_checked=t["audio_transcript"] is not None)
+    checks = [c for c in t["checks"] if c["name"] == "completed"] + [asdict(c) for c in checks]
+    return {**t, "checks": checks, "status": "passed" if all(c["ok"] for c in checks) else "failed"}
