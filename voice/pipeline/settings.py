@@ -49,8 +49,9 @@ class ContinuationSettings(_Settings):
     enabled: bool = True
     window_ms: float = Field(2500.0, ge=0)
     """Speech that starts this soon after the turn ended may continue it."""
-    max_heard_ms: float = Field(400.0, ge=0)
-    """...as long as the client has played no more than this of the reply."""
+    max_heard_ms: float = Field(1500.0, ge=0)
+    """...as long as the client has played no more than this of the reply (a few words: the user
+    was not listening to it, they were finishing their sentence)."""
 
 
 class CallSettings(_Settings):

@@ -69,14 +69,7 @@ from voice.pipeline.turn_metrics import ArrivalClock, TurnMetrics
 log = logging.getLogger(__name__)
 
 _NOT_WORD = re.compile(r"[^\w' -]+")
-
-
-@dataclass
-class _Overlap:
-    """The user speaks over the agent (utterance `utterance`); `paused`: the agent's audio stopped."""
-
-    utterance: int
-    paused: bool = False
+_REPEATS = re.compile(r"(\w)\1+")
 
 
 @dataclass(frozen=True)
@@ -84,8 +77,19 @@ class _Turn:
     """A user turn that ended and was answered: for continuation."""
 
     utterance: int
+    text: str
     reply_turn: int
     ended_at: float  # monotonic
+
+
+@dataclass
+class _Overlap:
+    """The user speaks over the agent (utterance `utterance`); `paused`: the agent's audio stopped;
+    `continues`: the turn this speech may continue, if it turns out to be words."""
+
+    utterance: int
+    paused: bool = False
+    continues: _Turn | None = None
 
 
 class HangUp:
@@ -195,10 +199,8 @@ class TurnController:
         self._emit(e)
         self._disarm("silence")
         self._reprompts = 0
-        if self._continues(e.utterance):
-            return
         if self.speaker.speaking and self.options.barge_in.enabled:
-            self._overlap = _Overlap(e.utterance)
+            self._overlap = _Overlap(e.utterance, continues=self._continuable())
             waited_ms = self.options.vad.min_speech_ms  # the VAD already heard this much speech
             self._arm("overlap", max(0.0, self.options.barge_in.min_speech_ms - waited_ms) / 1000, e.utterance)
 
@@ -211,7 +213,7 @@ class TurnController:
         overlap = self._overlap
         if overlap and overlap.utterance == e.utterance and overlap.paused and self._words(e.text) \
                 and not self._is_backchannel(e.text):
-            self.interrupt("barge_in")  # real words over the agent: the user takes the turn
+            self._cut_by(overlap)  # real words over the agent: the user takes the turn
 
     def _on_final(self, e: FinalTranscript) -> None:
         self._close_utterance(e)
@@ -225,7 +227,10 @@ class TurnController:
             self._emit(Backchannel(utterance=e.utterance, text=e.text, resumed=overlap.paused))
             metrics.BACKCHANNELS.inc()
             return
-        if self._words(e.text) and self._went_on(e.utterance):
+        if overlap is not None and self._words(e.text) and self._retract_for(overlap):
+            text = f"{overlap.continues.text} {e.text}"  # the utterance is closed: join the words
+            self._take_turn(text, self._turn_metrics(e.end_ms), "continuation", utterance=e.utterance)
+        elif self._words(e.text) and self._went_on(e.utterance):
             self._drop_prepared()  # the user is already speaking again: one turn, decoded as one
         elif self._words(e.text):
             if not self._commit_prepared(e):
@@ -296,7 +301,7 @@ class TurnController:
             return False
         m.stamp("final_transcript")
         self.speaker.release()
-        self._last_turn = _Turn(final.utterance, self.speaker.turn, time.monotonic())
+        self._last_turn = _Turn(final.utterance, final.text, self.speaker.turn, time.monotonic())
         return True
 
     def _drop_prepared(self) -> None:
@@ -311,23 +316,38 @@ class TurnController:
             return False
         return self.listener.continue_previous(max(later), utterance)
 
-    def _continues(self, utterance: int) -> bool:
-        """Speech soon after a turn ended, its reply not yet heard: the turn goes on (see module doc)."""
+    def _continuable(self) -> _Turn | None:
+        """The last turn, if speech starting now may continue it (see module doc): its reply is the
+        one being said, no tool acted, and it ended within the continuation window."""
         last, c = self._last_turn, self.continuation
         if (not c.enabled or last is None or time.monotonic() - last.ended_at > c.window_ms / 1000
-                or self.speaker.turn != last.reply_turn or not self.speaker.speaking
-                or self.speaker.heard_ms() > c.max_heard_ms or self.speaker.acted):
-            return False
-        if not self.listener.continue_previous(utterance, last.utterance):
+                or self.speaker.turn != last.reply_turn or self.speaker.acted):
+            return None
+        return last
+
+    def _cut_by(self, overlap: _Overlap) -> None:
+        """Words over the agent: the reply is cut. When they continue the turn it answered (and the
+        user heard little of it), the reply is taken back and the two utterances become one."""
+        last = overlap.continues
+        if last is not None and self.listener.continue_previous(overlap.utterance, last.utterance) \
+                and self._retract_for(overlap):
+            log.info("turn continued: the user went on after a pause", extra={"session": self.session_id})
+            return
+        self.interrupt("barge_in")
+
+    def _retract_for(self, overlap: _Overlap) -> bool:
+        """Take back the reply to the turn `overlap` continues; False when it was heard too long."""
+        if overlap.continues is None or self.speaker.heard_ms() > self.continuation.max_heard_ms:
             return False
         cut = self.speaker.retract()
         if cut is None:
             return False
+        self._overlap = None
+        self._disarm("overlap")
+        self._disarm("overlap_decide")
         self._emit(cut)
         self._last_turn = None
         metrics.CONTINUATIONS.inc()
-        log.info("turn continued: the user went on after a pause", extra={"session": self.session_id,
-                                                                            "utterance": utterance})
         return True
 
     # ------------------------------------------------------------------ typed input
@@ -368,7 +388,7 @@ class TurnController:
         self._disarm("silence")
         turn = self.speaker.start(text, m)
         if utterance is not None:
-            self._last_turn = _Turn(utterance, turn, time.monotonic())
+            self._last_turn = _Turn(utterance, text, turn, time.monotonic())
 
     def interrupt(self, reason: str) -> None:
         """The one way a reply is cut: stop it, tell the client (it flushes), keep what was heard."""
@@ -465,8 +485,8 @@ class TurnController:
         elif e.name == "overlap":
             self._on_overlap(data)
         elif e.name == "overlap_decide":
-            if self._overlap is not None and self._overlap.utterance == data and self.listener.in_speech:
-                self.interrupt("barge_in")
+            if self._overlap is not None and self._overlap.utterance == data and self._user_speaking():
+                self._cut_by(self._overlap)
         elif e.name == "silence":
             self._on_silence()
         elif e.name == "max_call" and self._ending is None:
@@ -480,13 +500,17 @@ class TurnController:
             return
         barge = self.options.barge_in
         if not barge.resume:
-            self.interrupt("barge_in")
+            self._cut_by(overlap)
             return
         overlap.paused = True
         self.speaker.pause()
         self._arm("overlap_decide", max(0.0, barge.decide_after_ms - barge.min_speech_ms) / 1000, utterance)
 
     # ------------------------------------------------------------------ helpers
+
+    def _user_speaking(self) -> bool:
+        """Speech now, not the silence after it (an utterance stays open until its turn ends)."""
+        return self.listener.in_speech and self.listener.silence_ms == 0
 
     def _emit(self, event: Any) -> None:
         self.outbox.put_nowait(event)
@@ -530,10 +554,16 @@ class TurnController:
         return _NOT_WORD.sub(" ", text.lower()).split()
 
     def _is_backchannel(self, text: str) -> bool:
-        """Nothing but backchannel words ("mm-hmm", "yeah, okay"), or no words at all (a noise)."""
-        phrase = " ".join(self._words(text))
+        """Nothing but backchannel words ("mm-hmm", "yeah, okay", "hmmmm"), or no words at all (a
+        noise). Letters held long ("hmmmm", "ohhh") compare as one."""
+        phrase = _squeeze(" ".join(self._words(text)))
         if not phrase:
             return True
-        known = set(self.options.barge_in.backchannels)
+        known = {_squeeze(b) for b in self.options.barge_in.backchannels}
         return phrase in known or all(word in known for word in phrase.replace("-", " ").split())
+
+
+def _squeeze(text: str) -> str:
+    """Runs of one letter as one letter: "hmmmm" and "hmm" are the same backchannel."""
+    return _REPEATS.sub(r"\1", text)
 
