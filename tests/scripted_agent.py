@@ -35,6 +35,15 @@ class ScriptedLlm:
         pass
 
 
+async def say(agent: Agent, text: str, turn: int = 1) -> tuple[str, list]:
+    """One whole turn, heard to the end: (spoken text, events)."""
+    agent.hear(text)
+    items = [item async for item in agent.reply(turn)]
+    spoken = "".join(i for i in items if isinstance(i, str))
+    agent.finished(spoken)
+    return spoken, [i for i in items if not isinstance(i, str)]
+
+
 def booking_agent(tmp_path, *replies: str, **options) -> tuple[Agent, BookingStore, ScriptedLlm]:
     store = BookingStore(tmp_path / "bookings.sqlite3")
     llm = ScriptedLlm(*replies)

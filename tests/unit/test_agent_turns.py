@@ -6,7 +6,7 @@ import contextlib
 from datetime import datetime
 
 import pytest
-from scripted_agent import ScriptedLlm, booking_agent
+from scripted_agent import ScriptedLlm, booking_agent, say
 
 from voice.agents import assistant
 from voice.agents.store import ReminderStore
@@ -15,14 +15,6 @@ from voice.llm.agent import Agent, AgentOptions
 from voice.llm.tools import Toolbox, tool, was_said
 
 NOW = datetime(2026, 12, 2, 14, 5)
-
-
-async def say(agent: Agent, text: str, turn: int = 1) -> tuple[str, list]:
-    agent.hear(text)
-    items = [item async for item in agent.reply(turn)]
-    spoken = "".join(i for i in items if isinstance(i, str))
-    agent.finished(spoken)
-    return spoken, [i for i in items if not isinstance(i, str)]
 
 
 def assistant_agent(tmp_path, *replies_: str) -> tuple[Agent, ScriptedLlm, ReminderStore]:

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from scripted_agent import ScriptedLlm, booking_agent
+from scripted_agent import ScriptedLlm, booking_agent, say
 
 from voice.agents import booking
 from voice.llm import replies
@@ -46,15 +46,6 @@ subflows:
         transitions: [{when: filled, to: done}]
       done: {final: true}
 """
-
-
-async def say(agent: Agent, text: str, turn: int = 1) -> tuple[str, list]:
-    """One whole turn, heard to the end: (spoken text, events)."""
-    agent.hear(text)
-    items = [item async for item in agent.reply(turn)]
-    spoken = "".join(i for i in items if isinstance(i, str))
-    agent.finished(spoken)
-    return spoken, [i for i in items if not isinstance(i, str)]
 
 
 # ---------------------------------------------------------------- the flow engine alone
