@@ -59,7 +59,7 @@ async def transcribe_all(url: str, items: list[tuple[str, Any]]) -> list[dict]:
 
 
 def asr_part(args: argparse.Namespace) -> dict[str, Any]:
-    items = utterances() + spoken_eval_turns()
+    items = (spoken_eval_turns() + utterances())[:args.max_utterances]
     print(f"{len(items)} utterances per model", flush=True)
     result: dict[str, Any] = {}
     for model in ASR:
@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--tree", type=Path, help="run the servers from this checkout (default: this working tree)")
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--agent", action="append", default=[], help="llm: only this agent's typed scenarios")
+    ap.add_argument("--max-utterances", type=int, default=24, help="asr: the eval's spoken turns first (10 min budget)")
     args = ap.parse_args()
     data = json.loads(OUT.read_text()) if OUT.is_file() else {"benchmark": "model_choice"}
     data[args.part] = {"machine": machine(), **(asr_part(args) if args.part == "asr" else llm_part(args))}

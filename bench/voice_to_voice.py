@@ -141,6 +141,9 @@ def play(turn: dict, now: float, seconds: float) -> None:
 def start_server_in(tree: Path | None, profile: str, env: dict[str, str]):
     """`voice serve` from `tree` (a checkout: its own `voice` package comes first on the path), or
     from this checkout (None)."""
+    code = tree or ROOT
+    if (code / "voice" / "server" / "admission.py").is_file():
+        env = {"VOICE_SERVER__ADMISSION__ENABLED": "false", **env}  # a bench's back-to-back sessions are no overload
     if tree is None:
         return start_server(Path("/tmp"), "--profile", profile, env=env)
     import subprocess
