@@ -20,6 +20,7 @@ from voice.agents.settings import AgentsSettings
 from voice.asr.endpointing import TurnSettings
 from voice.asr.streaming import AsrSettings as StreamingSettings
 from voice.asr.vad import VadSettings
+from voice.errors import ConfigError
 from voice.llm.settings import LlmSettings
 from voice.pipeline.recording import RecordingSettings
 from voice.pipeline.settings import BargeInSettings, CallSettings, ContinuationSettings
@@ -30,8 +31,6 @@ Device = Literal["auto", "cpu", "cuda"]
 REPO_WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
-class ConfigError(ValueError):
-    """Settings that cannot work; the message says which key and why."""
 
 
 class Strict(BaseModel):

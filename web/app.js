@@ -12,7 +12,7 @@ import { MicEncoder, OPUS_RATE_HZ, pickCodec } from "./mic-encoder.js";
 import { Microphone } from "./microphone.js";
 import { VoiceSession } from "./session.js";
 import { Speaker } from "./speaker.js";
-import { TimelineView, brief, describeSlots } from "./timeline-view.js";
+import { CALL_ENDINGS, TimelineView, brief, describeCut, describeSlots, describeTurnDecision } from "./timeline-view.js";
 import { createVoiceStats } from "./voice-stats.js";
 
 const RATE_HZ = OPUS_RATE_HZ; // capture, playback and both directions of the session
@@ -44,6 +44,7 @@ let playedBefore = 0; // samples played by speakers of earlier sessions
 let decodedBefore = 0; // samples decoded by them
 let lastReport = null; // latest playback worklet report
 let interruptedAt = null; // performance.now() of the last interrupted event
+let callEnded = null; // why the agent ended the call (call_ending), until the server closes
 
 // ------------------------------------------------------------------ setup from the address
 
@@ -190,6 +191,7 @@ function onEvent(event) {
       conversation.partial(event.utterance, event.text, event.stable_text);
       break;
     case "transcript_final":
+      if (event.continues !== null && event.continues !== undefined) conversation.merge(event.continues, event.utterance);
       conversation.final(event.utterance, event.text);
       if (event.text.trim()) stats.finals.push(event.text);
       break;
@@ -202,7 +204,7 @@ function onEvent(event) {
       speaker?.flush(); // first: the user must stop hearing the agent now
       stats.interruptions.push(event);
       conversation.interrupted(event.turn, event.played_ms, event.heard_text ?? null);
-      timeline.add("cut", "Interrupted", `turn ${event.turn} after ${formatMs(event.played_ms)} of audio`);
+      timeline.add("cut", "Interrupted", describeCut(event));
       setActivity("hearing", "Hearing you…");
       break;
     case "tool_call":
@@ -221,6 +223,17 @@ function onEvent(event) {
       break;
     case "session_options":
       timeline.add("info", "Session options", brief(event.options));
+      break;
+    case "end_of_turn":
+      timeline.add("eot", event.complete ? "End of turn" : "Still listening", describeTurnDecision(event));
+      break;
+    case "backchannel":
+      timeline.add("info", "Backchannel", `“${event.text || "(a sound)"}”: the reply went on`);
+      break;
+    case "call_ending":
+      callEnded = CALL_ENDINGS[event.reason] ?? `The agent ended the call (${event.reason}).`;
+      wanted = false; // the agent hung up: no reconnect when the server closes
+      timeline.add("cut", "Call ending", callEnded);
       break;
     default: // input_ended and types newer than this page: nothing to show
   }
@@ -245,6 +258,13 @@ function reportError(error) {
 
 function onClosed({ code, reason, opened, ready }) {
   endSession();
+  if (callEnded) {
+    disconnect();
+    setStatus("idle", "Call ended");
+    setActivity("idle", callEnded);
+    callEnded = null;
+    return;
+  }
   if (!wanted) return;
   const problem = sessionProblem({ code: code === 1000 ? 1006 : code, reason, opened: opened && ready, url: $("server").value });
   if (ready) timeline.add("error", "Disconnected", problem.message);

@@ -84,6 +84,15 @@ export class ConversationView {
     this.scroll();
   }
 
+  /** Utterance `into` continues `from` (the user went on after a pause): one bubble, `into`'s. */
+  merge(from, into) {
+    const earlier = this.userBubbles.get(from);
+    if (!earlier) return;
+    this.userBubbles.delete(from);
+    if (this.userBubbles.has(into)) earlier.remove();
+    else this.userBubbles.set(into, earlier);
+  }
+
   typed(text) {
     this.bubble("user", "You (typed)").querySelector(".text").textContent = text;
   }

@@ -19,7 +19,7 @@ export class TimelineView {
   }
 
   /**
-   * @param {"state"|"tool"|"result"|"cut"|"info"|"error"} kind picks the marker colour
+   * @param {"state"|"tool"|"result"|"cut"|"info"|"error"|"eot"|"turn"} kind picks the marker colour
    * @param {string} title short, bold
    * @param {string} [detail] a line of JSON or text, shown in monospace
    */
@@ -54,4 +54,41 @@ export function describeSlots(slots) {
   const filled = Object.entries(slots ?? {}).filter(([, v]) => v !== null && v !== undefined && v !== "");
   if (!filled.length) return "no details yet";
   return filled.map(([k, v]) => `${k.replaceAll("_", " ")} ${typeof v === "object" ? JSON.stringify(v) : v}`).join(" · ");
+}
+
+/** An end_of_turn decision as "ends with 'for' · P(complete) 0.04 · waits 2.0 s". */
+export function describeTurnDecision(event) {
+  const parts = [event.reason, `P(complete) ${Number(event.probability).toFixed(2)}`];
+  parts.push(event.complete ? `ends after ${formatSeconds(event.wait_ms)} of silence`
+    : `listening up to ${formatSeconds(event.wait_ms)} more`);
+  return parts.join(" · ");
+}
+
+/** Why a reply was cut, in words, for the interrupted event's `reason`. */
+const CUT_REASONS = {
+  barge_in: "you spoke over it",
+  client: "stopped",
+  text: "a typed message",
+  dtmf: "keypad",
+  continuation: "you were still speaking: one turn",
+  call_end: "the call is ending",
+};
+
+/** An interrupted event as "turn 2 after 1.4 s of audio · you spoke over it". */
+export function describeCut(event) {
+  const why = CUT_REASONS[event.reason] ?? event.reason;
+  const line = `turn ${event.turn} after ${formatSeconds(event.played_ms)} of audio`;
+  return why ? `${line} · ${why}` : line;
+}
+
+/** What the page says when the agent ends the call (call_ending `reason`). */
+export const CALL_ENDINGS = Object.freeze({
+  hang_up: "The agent ended the call.",
+  goodbye: "The conversation is over: the agent said goodbye.",
+  no_response: "The call ended: no answer to the agent's prompts.",
+  max_duration: "The call reached its time limit.",
+});
+
+function formatSeconds(ms) {
+  return `${(Number(ms) / 1000).toFixed(1)} s`;
 }

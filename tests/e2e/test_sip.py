@@ -245,6 +245,17 @@ def test_sipp_call_streams_speech_and_dtmf_and_hangs_up_cleanly(sipp_gateway, qu
     assert finals and wer(QUESTION, finals[0]) <= 0.35
 
 
+def test_when_the_agent_ends_the_call_the_caller_gets_a_bye(sipp_gateway, tmp_path):
+    """The caller presses "#" (goodbye); the agent says goodbye, ends the call, the gateway sends BYE."""
+    before = len(sipp_gateway.events("call_ended"))
+    result = sipp(tmp_path / "hangup", "uac_agent_hangs_up.xml", sipp_gateway.port, "-m", "1",
+                  "-mp", str(free_udp_port()))
+    assert sipp_counts(result) == (1, 0), sipp_errors(tmp_path / "hangup")
+    ended = sipp_gateway.wait_for(lambda: sipp_gateway.events("call_ended")[before:], 10, "call_ended")[0]
+    assert ended["reason"] != "bye", ended  # not the caller's BYE: the server ended it
+    assert ended["rtp_out"] >= 50  # the goodbye was played before the BYE
+
+
 def test_six_concurrent_sipp_calls_all_succeed(sipp_gateway, tmp_path):
     work = tmp_path / "load"
     work.mkdir()

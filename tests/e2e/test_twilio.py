@@ -201,3 +201,28 @@ def test_speaking_over_the_agent_clears_its_audio(voice_server):
     print(f"\nclears {len(twilio.clears)}, marks echoed {twilio.echoed}, played {twilio.played_samples} samples")
     assert twilio.clears and interrupted
     assert twilio.media_after_clear <= 2  # the agent fell silent at once (a frame in flight at most)
+
+
+def test_when_the_agent_ends_the_call_the_stream_is_closed_after_its_goodbye(voice_server):
+    """The caller presses # (the flows' goodbye key): the agent says goodbye, then the server closes
+    the stream (with <Connect><Stream>, Twilio goes on to the next TwiML verb: <Hangup/>)."""
+    closed: dict = {}
+
+    async def run() -> FakeTwilio:
+        async with connect(voice_server.url.replace("/ws", "/twilio")) as ws:
+            twilio = FakeTwilio(ws)
+            await twilio.start()
+            player = asyncio.create_task(twilio.play())
+            await twilio.say(np.zeros(8000, np.int16))
+            await twilio.send("dtmf", dtmf={"track": "inbound_track", "digit": "#"})
+            try:
+                await asyncio.wait_for(twilio.listen(), 60)  # returns when the server closes
+            finally:
+                player.cancel()
+            closed.update(code=ws.close_code, at=time.monotonic())
+            return twilio
+
+    twilio = asyncio.run(run())
+    assert closed["code"] == 1000, closed
+    assert sum(len(c) for c in twilio.received) > 8000 * 0.8  # the goodbye was sent before the close
+    assert logged(voice_server, twilio.sid, "call_ending") == ["goodbye"]

@@ -297,9 +297,9 @@ class BrokenEngine(FixedEngine):
 
 
 async def test_detector_combines_audio_and_words():
-    detector = EndOfTurnDetector(FixedEngine(0.8), AUTO)  # type: ignore[arg-type]
+    detector = EndOfTurnDetector(FixedEngine(0.95), AUTO)  # type: ignore[arg-type]
     v = await detector.judge(SPEECH, "I would like to book a table.")
-    assert (v.complete, v.audio_probability, v.words, v.wait_ms) == (True, 0.8, "unknown", 250)
+    assert (v.complete, v.audio_probability, v.words, v.wait_ms) == (True, 0.95, "unknown", 250)
 
 
 async def test_detector_skips_the_audio_model_when_the_words_are_open():
@@ -381,3 +381,13 @@ async def test_retune_changes_the_next_verdict():
     assert not (await detector.judge(SPEECH, "I would like a table.")).complete
     detector.retune(TurnDetectionSettings(eagerness="high"))
     assert (await detector.judge(SPEECH, "I would like a table.")).complete
+
+
+def test_a_sure_complete_waits_the_short_silence_and_a_doubtful_one_waits_longer():
+    sure = combine(0.95, "unknown", "", AUTO)
+    doubtful = combine(0.55, "unknown", "", AUTO)
+    borderline = combine(0.5, "unknown", "", AUTO)
+    assert sure.complete and doubtful.complete and borderline.complete
+    assert sure.wait_ms == AUTO.complete_silence_ms
+    assert AUTO.complete_silence_ms < doubtful.wait_ms < borderline.wait_ms
+    assert borderline.wait_ms == (AUTO.complete_silence_ms + AUTO.effective_max_silence_ms) / 2

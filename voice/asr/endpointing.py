@@ -50,6 +50,8 @@ WORDS_COMPLETE_ODDS = 9.0
 #: Words that leave the sentence open scale the audio's probability down to this fraction; the
 #: verdict is "incomplete" whatever the audio says.
 WORDS_INCOMPLETE_SCALE = 0.1
+#: A combined P(complete) this high ends the turn after complete_silence_ms; below it the wait grows.
+SURE = 0.9
 #: An audio verdict later than this is not waited for: that call falls back to the words (ms).
 AUDIO_TIMEOUT_MS = 1000.0
 
@@ -133,7 +135,18 @@ def combine(audio: float | None, words: WordsVerdict, words_reason: str,
         return TurnVerdict(False, 0.5, None, words, f"{words_reason}; no audio model", wait)
     p = _scale_odds(audio, WORDS_COMPLETE_ODDS) if words == "complete" else audio
     complete = p >= threshold
-    return TurnVerdict(complete, p, audio, words, _reason(words_reason, audio), short if complete else long)
+    wait = _confident_wait(p, threshold, short, long) if complete else long
+    return TurnVerdict(complete, p, audio, words, _reason(words_reason, audio), wait)
+
+
+def _confident_wait(p: float, threshold: float, short: float, long: float) -> float:
+    """Silence to wait on a turn judged complete: `short` when sure (p ≥ SURE), up to half way to
+    `long` just above the threshold — a doubtful "complete" costs a little time instead of cutting
+    the user off (how LiveKit spreads its endpointing delay between a minimum and a maximum)."""
+    if p >= SURE or threshold >= SURE:
+        return short
+    doubt = (SURE - p) / (SURE - threshold)
+    return short + 0.5 * (long - short) * min(max(doubt, 0.0), 1.0)
 
 
 def _scale_odds(p: float, factor: float) -> float:

@@ -166,10 +166,14 @@ class Listener:
         """How much of the silence now under way has been heard (0 while speech goes on)."""
         return self._vad.detector.silence_heard_samples / SAMPLES_PER_MS
 
-    def utterance_audio(self, index: int) -> np.ndarray | None:
-        """The audio of utterance `index` so far while it is open (16 kHz float32), else None."""
+    def utterance_audio(self, index: int, upto_ms: float | None = None) -> np.ndarray | None:
+        """The audio of utterance `index` while it is open (16 kHz float32), up to stream position
+        `upto_ms` (default: all so far); None when it is not open."""
         utterance = self._utterance
-        return utterance.transcriber.audio() if utterance is not None and utterance.index == index else None
+        if utterance is None or utterance.index != index:
+            return None
+        audio = utterance.transcriber.audio()
+        return audio if upto_ms is None else audio[: max(0, round(upto_ms * SAMPLES_PER_MS) - utterance.start_sample)]
 
     def end_turn(self, index: int) -> bool:
         """End utterance `index` now, in the silence under way (the end-of-turn detector judged it
@@ -191,7 +195,7 @@ class Listener:
         utterance, previous = self._utterance, self._previous
         if utterance is None or utterance.index != index or previous is None or previous[0] != previous_index:
             return False
-        _, start, end, audio = previous
+        _, start, _end, audio = previous
         now = utterance.transcriber.audio()
         if len(audio) + len(now) > self._max_merged_samples:
             return False

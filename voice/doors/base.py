@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
 from typing import Any
 
 from voice import metrics
+from voice.pipeline.audio_out import OutFrame
 from voice.pipeline.turns import TurnController
 
 log = logging.getLogger(__name__)
+
+#: What a call recording's JSON keeps besides the audio (agent_text: the whole reply only).
+RECORDED_EVENTS = frozenset({"transcript_final", "agent_text", "tool_call", "tool_result", "state_changed",
+                             "turn_metrics", "interrupted", "end_of_turn", "backchannel", "call_ending"})
 
 
 class CallDoor:
@@ -67,18 +73,30 @@ class CallDoor:
             metrics.SESSIONS_ACTIVE.dec()
             metrics.SESSIONS_TOTAL.labels(outcome).inc()
             await self.call.aclose()
+            if self.call.recorder is not None:
+                await self.call.recorder.close()
         return outcome
 
     async def _write_loop(self) -> None:
         assert self.call is not None
         while True:
-            await self.write(await self.call.outbox.get())
+            await self._send_out(await self.call.outbox.get())
 
     async def flush_outbox(self) -> None:
         """Send what the call has queued (its last words, call_ending) before a goodbye."""
         assert self.call is not None
         while not self.call.outbox.empty():
-            await self.write(self.call.outbox.get_nowait())
+            await self._send_out(self.call.outbox.get_nowait())
+
+    async def _send_out(self, item: Any) -> None:
+        await self.write(item)
+        recorder = self.call.recorder if self.call is not None else None
+        if recorder is None:
+            return
+        if isinstance(item, OutFrame):  # now: the time the client got it
+            recorder.agent_audio(item.pcm, self.call.speaker.audio_out.sample_rate_hz, time.monotonic())
+        elif item.type in RECORDED_EVENTS and getattr(item, "final", True):
+            recorder.event(item.type, dataclasses.asdict(item))
 
     async def drain(self, deadline: float) -> None:
         """Server shutdown: let the in-flight turn finish (until `deadline`), then go away."""

@@ -19,6 +19,7 @@ from voice.llm.tools import Tool, tool
 from voice.pipeline.audio_out import AudioOut, OutCodec
 from voice.pipeline.events import ReplyFinished
 from voice.pipeline.options import CallOptions
+from voice.pipeline.recording import CallRecorder, RecordingSettings
 from voice.pipeline.settings import CallSettings
 from voice.pipeline.speaker import ReplySpeaker
 from voice.pipeline.turns import HangUp, TurnController
@@ -64,7 +65,17 @@ async def open_call(settings: Settings, engines: Engines, options: CallOptions, 
         outbox.put_nowait(event)
     return TurnController(session_id, listener, speaker, options, inbox=inbox, outbox=outbox, detector=detector,
                           preemptive_reply=settings.agent.preemptive_reply,
-                          continuation=settings.agent.continuation, hang_up=hang_up)
+                          continuation=settings.agent.continuation, hang_up=hang_up,
+                          recorder=_recorder(settings.agent.recording, options.call.record, session_id))
+
+
+def _recorder(settings: RecordingSettings, record: bool | None, session_id: str) -> CallRecorder | None:
+    """A recorder when this call is recorded: the server's setting, or the agent's / session's
+    `call.record` where the server has a folder for recordings."""
+    wanted = settings.enabled if record is None else record
+    if not wanted or settings.folder is None:
+        return None
+    return CallRecorder(settings.model_copy(update={"enabled": True}), session_id)
 
 
 def _with_agent_call(options: CallOptions, settings: Settings, agent_call: dict[str, Any]) -> CallOptions:

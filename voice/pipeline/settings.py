@@ -69,6 +69,9 @@ class CallSettings(_Settings):
     max_call_s: float | None = Field(1800.0, gt=0)
     """The call ends after this long (with max_call_line); None: no limit."""
     max_call_line: str = "We have reached the time limit for this call. Thank you, goodbye!"
+    record: bool | None = None
+    """Record this call (voice/pipeline/recording.py; needs `agent.recording.folder`); None: the
+    server's `agent.recording.enabled`."""
     hang_up_tool: bool = True
     """Offer the agent a `hang_up` tool to end the call when the caller is done."""
     end_grace_ms: float = Field(300.0, ge=0)

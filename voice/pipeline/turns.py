@@ -62,6 +62,7 @@ from voice.pipeline.events import (
     UserText,
 )
 from voice.pipeline.options import CallOptions
+from voice.pipeline.recording import CallRecorder
 from voice.pipeline.settings import ContinuationSettings
 from voice.pipeline.speaker import ReplySpeaker
 from voice.pipeline.turn_metrics import ArrivalClock, TurnMetrics
@@ -105,7 +106,7 @@ class TurnController:
     def __init__(self, session_id: str, listener: Listener, speaker: ReplySpeaker, options: CallOptions, *,
                  inbox: asyncio.Queue, outbox: asyncio.Queue, detector: EndOfTurnDetector | None = None,
                  preemptive_reply: bool = True, continuation: ContinuationSettings | None = None,
-                 hang_up: HangUp | None = None):
+                 hang_up: HangUp | None = None, recorder: CallRecorder | None = None):
         self.session_id = session_id
         self.listener, self.speaker, self.options = listener, speaker, options
         self.inbox, self.outbox = inbox, outbox
@@ -113,6 +114,7 @@ class TurnController:
         self.preemptive_reply = preemptive_reply
         self.continuation = continuation or ContinuationSettings()
         self.hang_up = hang_up or HangUp()
+        self.recorder = recorder             # the door records what it sends; we record what we hear
         self.ended = asyncio.Event()        # the call is over (the agent ended it); the door closes
         self.end_reason: str | None = None
         self._arrivals = ArrivalClock()
@@ -145,6 +147,8 @@ class TurnController:
 
     async def feed_audio(self, samples_16k: np.ndarray) -> None:
         """The caller's audio (16 kHz float32 mono), as it arrives; returns once the VAD scored it."""
+        if self.recorder is not None:
+            self.recorder.user_audio(samples_16k, self._samples_in * 1000 / SAMPLE_RATE_HZ)
         self._samples_in += len(samples_16k)
         self._arrivals.arrived(self._samples_in * 1000 / SAMPLE_RATE_HZ)
         speaking = self.speaker.speaking
@@ -202,7 +206,9 @@ class TurnController:
         if self.speaker.speaking and self.options.barge_in.enabled:
             self._overlap = _Overlap(e.utterance, continues=self._continuable())
             waited_ms = self.options.vad.min_speech_ms  # the VAD already heard this much speech
-            self._arm("overlap", max(0.0, self.options.barge_in.min_speech_ms - waited_ms) / 1000, e.utterance)
+            wait_ms = max(0.0, self.options.barge_in.min_speech_ms - waited_ms)
+            # the user is likely finishing the sentence the reply jumped in on: quiet at once
+            self._arm("overlap", 0.0 if self._overlap.continues else wait_ms / 1000, e.utterance)
 
     def _on_speech_stopped(self, e: SpeechStopped) -> None:
         self._stopped_at[e.utterance] = time.monotonic()
@@ -254,7 +260,8 @@ class TurnController:
     def _on_early(self, e: EarlyTranscript) -> None:
         self._epoch += 1
         if self._smart():
-            audio = self.listener.utterance_audio(e.utterance)
+            # up to where the silence began: the audio model reads trailing silence as "done"
+            audio = self.listener.utterance_audio(e.utterance, e.end_ms - self.listener.vad_settings.speech_pad_ms)
             if audio is not None:
                 task = asyncio.create_task(self._judge(e.utterance, audio, e.text, self._epoch))
                 self._judges.add(task)
@@ -276,12 +283,13 @@ class TurnController:
         self._emit(EndOfTurn(utterance=e.utterance, complete=v.complete, probability=round(v.probability, 3),
                              wait_ms=v.wait_ms, reason=v.reason, audio_probability=v.audio_probability))
         metrics.TURN_VERDICTS.labels("complete" if v.complete else "incomplete").inc()
-        if v.complete:
-            wait_ms = v.wait_ms - self.listener.silence_ms
-            if wait_ms <= 0:
-                self.listener.end_turn(e.utterance)
-            else:
-                self._arm("end_turn", wait_ms / 1000, e.utterance)
+        if v.wait_ms >= self.listener.vad_settings.min_silence_ms:
+            return  # the VAD's own silence (the maximum) ends it
+        wait_ms = v.wait_ms - self.listener.silence_ms
+        if wait_ms <= 0:
+            self.listener.end_turn(e.utterance)
+        else:
+            self._arm("end_turn", wait_ms / 1000, e.utterance)
 
     def _on_early_dropped(self, e: EarlyDropped) -> None:
         self._epoch += 1
@@ -422,8 +430,9 @@ class TurnController:
 
     def _begin_call(self) -> None:
         call = self.options.call
-        if call.greeting:
-            self.speaker.say(call.greeting)
+        consent = self.recorder.settings.consent_line if self.recorder is not None else None
+        if first := " ".join(line for line in (consent, call.greeting) if line):
+            self.speaker.say(first)
         else:
             self._after_quiet()
         if call.max_call_s is not None:

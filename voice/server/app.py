@@ -24,6 +24,7 @@ from voice.doors.base import CallDoor
 from voice.doors.protocol import Session, reject
 from voice.doors.twilio import TWILIO_PATH, TwilioStream
 from voice.pipeline.engines import Engines
+from voice.pipeline.recording import retention_sweeps
 from voice.protocol import HEADER_SIZE, ErrorCode
 from voice.server.admission import AdmissionControl, engine_queue_delays_ms
 from voice.server.http import HttpRoutes
@@ -42,6 +43,7 @@ class VoiceServer:
         self.worker = worker  # index under `voice serve --workers N` (voice/server/workers.py)
         self.admission = AdmissionControl(settings.server.admission, settings.server.max_sessions)
         self._admission_task: asyncio.Task | None = None
+        self._sweeps: asyncio.Task | None = None  # deletes recordings older than their retention
         self.sessions: set[CallDoor] = set()
         self.draining = False
         self.started_at = time.monotonic()
@@ -65,6 +67,7 @@ class VoiceServer:
             server_header="voice-agent",
             reuse_port=cfg.reuse_port or None,
         )
+        self._sweeps = asyncio.create_task(retention_sweeps(self.settings.agent.recording), name="recordings")
         self._admission_task = asyncio.create_task(self.admission.run(
             lambda: len(self.sessions), lambda: engine_queue_delays_ms(self.engines)), name="admission")
         log.info("listening", extra={"host": cfg.host, "port": self.port})
@@ -133,6 +136,8 @@ class VoiceServer:
             await self._server.wait_closed()
         if self._admission_task is not None:
             self._admission_task.cancel()
+        if self._sweeps is not None:
+            self._sweeps.cancel()
         self._stopped.set()
 
     async def serve_forever(self) -> None:

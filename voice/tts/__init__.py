@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voice.errors import ConfigError
 from voice.tts.base import TtsEngine
 from voice.tts.chunker import ChunkerSettings, TextChunker
 from voice.tts.token_settings import TokenTtsSettings
@@ -58,7 +59,6 @@ def build_tts(settings: TtsSettings) -> TtsEngine:
     Raises ConfigError (a ValueError) for an engine that is not available in this build."""
     builder = ENGINE_BUILDERS.get(settings.engine)
     if builder is None:
-        from voice.config import ConfigError  # here, not at the top: voice.config imports this module
 
         available = ", ".join(sorted(ENGINE_BUILDERS))
         raise ConfigError(f"tts.engine: '{settings.engine}' is not available in this build "
