@@ -7,8 +7,9 @@ while a neighbour session streams real speech and must still be understood.
   numbers, wrong types), oversized PINGs, text messages, and connections we kill mid-stream.
 - SIP: `--sip` datagrams (default 2,000) of mutated INVITE/OPTIONS/BYE/REGISTER/CANCEL/ACK/INFO and
   RFC 4475-style torture cases, over UDP (bench/fuzz_inputs.py).
-- The neighbour: `voice mic` (a real client process) streams LibriVox clips in real time, once on
-  the calm server (the baseline) and again during the fuzz; its WER is compared (ratio).
+- The neighbour: `voice mic` (a real client process) streams LibriVox clips in real time: once on
+  the calm server (the baseline), then in one session admitted before the storm and lasting
+  through it (the clips repeated); its WER is compared (ratio).
 At the end: tracebacks in both processes' logs (must be 0: every bad input is an ERROR code, a SIP
 4xx or a clean close), the neighbour's WER, and whether the gateway still answers OPTIONS.
 
@@ -59,7 +60,8 @@ class Tally:
     errors: Counter = field(default_factory=Counter)      # ERROR codes the server sent
     closes: Counter = field(default_factory=Counter)      # close codes
     sip_sent: int = 0
-    sip_answers: Counter = field(default_factory=Counter)  # status codes
+    sip_answers: Counter = field(default_factory=Counter)  # status codes, and requests the gateway sent
+    sip_unparseable: list = field(default_factory=list)    # why, for the first few datagrams we could not read
     started: float = field(default_factory=time.monotonic)
 
 
@@ -148,10 +150,14 @@ class SipReceiver(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr) -> None:
         try:
             msg = parse_message(data)
-        except SipParseError:
+        except SipParseError as e:
             self.tally.sip_answers["unparseable"] += 1
+            if len(self.tally.sip_unparseable) < 5:
+                self.tally.sip_unparseable.append(f"{e.reason}: {data[:120]!r}")
             return
-        if msg.status is not None:
+        if msg.is_request:
+            self.tally.sip_answers[f"{msg.method} from the gateway"] += 1
+        else:
             self.tally.sip_answers[msg.status] += 1
             if msg.status == 200 and msg.call_id.startswith("probe-"):
                 self.options_ok.set()
@@ -188,22 +194,59 @@ async def gateway_answers_options(receiver: SipReceiver, sip_port: int, timeout_
 # ---------------------------------------------------------------------- the neighbour
 
 
-def neighbour(url: str, clips: list[tuple[Path, str]]) -> dict:
-    """Stream each clip with `voice mic` in real time; the corpus WER of its final transcripts."""
-    refs, hyps, failures = [], [], 0
-    for clip, reference in clips:
-        run = subprocess.run([*VOICE, "mic", "--url", url, "--input", str(clip), "--json", "--no-playback",
-                              "--codec", "pcm16", "--timeout", "120"], capture_output=True, text=True, timeout=300,
-                             cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        finals = [e["text"] for e in map(json.loads, filter(str.strip, run.stdout.splitlines()))
-                  if e.get("type") == "transcript_final" and e.get("text")]
-        failures += run.returncode != 0
-        refs.append(reference)
-        hyps.append(" ".join(finals))
-    total_words = sum(len(normalize_text(r).split()) for r in refs)
-    errors = sum(wer(r, h) * len(normalize_text(r).split()) for r, h in zip(refs, hyps, strict=True))
-    return {"wer": errors / max(1, total_words), "clips": len(clips), "failed_runs": failures,
-            "heard": hyps}
+def speech_track(folder: Path, clips: list[tuple[Path, str]], seconds: float) -> tuple[Path, str]:
+    """The clips one after another (1.5 s of silence between them), repeated to last at least
+    `seconds`: one WAV for one session, and its reference text."""
+    import numpy as np
+    import soundfile as sf
+
+    gap = np.zeros(int(1.5 * 16000), np.int16)
+    one = [(sf.read(str(path), dtype="int16")[0], text) for path, text in clips]
+    pass_s = sum(len(audio) / 16000 + 1.5 for audio, _ in one)
+    passes = max(1, int(np.ceil(seconds / pass_s)))
+    audio = np.concatenate([part for _ in range(passes) for a, _ in one for part in (a, gap)])
+    path = folder / f"neighbour-{passes}x.wav"
+    sf.write(str(path), audio, 16000, subtype="PCM_16")
+    return path, " ".join(text for _ in range(passes) for _, text in one)
+
+
+class Neighbour:
+    """One `voice mic` session (a real client process) streaming `wav` in real time; `result` is
+    its WER against `reference` once it is done. `admitted` is set when its session is up, so a
+    storm can wait for it (a server at its limit refuses new sessions, not running ones)."""
+
+    def __init__(self, url: str, wav: Path, reference: str):
+        import threading
+
+        self.reference = reference
+        self.result: dict | None = None
+        self.admitted = threading.Event()
+        self.proc = subprocess.Popen(
+            [*VOICE, "mic", "--url", url, "--input", str(wav), "--json", "--no-playback", "--codec", "pcm16",
+             "--timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"})
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        finals, errors = [], []
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.admitted.set()  # READY is followed by the agent's first state event
+            event = json.loads(line) if line.strip().startswith("{") else {}
+            if event.get("type") == "transcript_final" and event.get("text"):
+                finals.append(event["text"])
+            elif event.get("type") == "error":
+                errors.append(event.get("name"))
+        self.proc.wait()
+        self.admitted.set()
+        heard = " ".join(finals)
+        self.result = {"wer": wer(self.reference, heard), "words": len(normalize_text(self.reference).split()),
+                       "exit_code": self.proc.returncode, "errors": errors, "heard": heard}
+
+    def wait(self, timeout_s: float = 900) -> dict | None:
+        self._thread.join(timeout_s)
+        return self.result
 
 
 # ---------------------------------------------------------------------- the processes
@@ -283,10 +326,17 @@ def run(folder: Path, *, frames: int, sip: int, connections: int, seed: int, cli
     gateway = SipGatewayProcess(folder, server.url)
     speech = librivox_clips()[:clips]
     try:
-        baseline = neighbour(server.url, speech) if speech else None
-        with ThreadedNeighbour(server.url, speech) as during:
-            tally, protocol_s, options_ok = asyncio.run(storm(server.url, gateway.port, frames, sip, connections,
-                                                              seed, min_duration_s))
+        baseline = during = None
+        if speech:
+            wav, reference = speech_track(folder, speech, 0)
+            baseline = Neighbour(server.url, wav, reference).wait()
+            wav, reference = speech_track(folder, speech, min_duration_s)
+            neighbour = Neighbour(server.url, wav, reference)
+            neighbour.admitted.wait(60)
+        tally, protocol_s, options_ok = asyncio.run(storm(server.url, gateway.port, frames, sip, connections,
+                                                          seed, min_duration_s))
+        if speech:
+            during = neighbour.wait()
     finally:
         gateway.stop()
         server.stop()
@@ -296,44 +346,13 @@ def run(folder: Path, *, frames: int, sip: int, connections: int, seed: int, cli
         "error_codes": {str(k): v for k, v in tally.errors.most_common()},
         "close_codes": {str(k): v for k, v in tally.closes.most_common()},
         "sip_sent": tally.sip_sent, "sip_answers": {str(k): v for k, v in sorted(tally.sip_answers.items(), key=str)},
+        "sip_unparseable_samples": tally.sip_unparseable,
         "server_tracebacks": tracebacks(server.log()), "gateway_tracebacks": tracebacks(gateway.log()),
         "server_crashed_sessions": server.log().count("session crashed"),
         "gateway_answers_options": options_ok,
-        "neighbour_baseline": baseline, "neighbour_under_fuzz": during.result,
-        "wer_ratio": (round(during.result["wer"] / baseline["wer"], 2) if baseline and during.result
-                      and baseline["wer"] > 0 else None),
+        "neighbour_baseline": baseline, "neighbour_under_fuzz": during,
+        "wer_ratio": round(during["wer"] / baseline["wer"], 2) if baseline and during and baseline["wer"] else None,
     }
-
-
-class ThreadedNeighbour:
-    """The neighbour streams its clips over and over, in a thread, until the storm is over (at least
-    one pass); `result` pools every pass."""
-
-    def __init__(self, url: str, clips: list[tuple[Path, str]]):
-        import threading
-
-        self.url, self.clips = url, clips
-        self.result: dict | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        passes: list[dict] = []
-        while self.clips and (not passes or not self._stop.is_set()):
-            passes.append(neighbour(self.url, self.clips))
-        if passes:
-            self.result = {"wer": sum(p["wer"] for p in passes) / len(passes), "passes": len(passes),
-                           "clips": sum(p["clips"] for p in passes),
-                           "failed_runs": sum(p["failed_runs"] for p in passes),
-                           "heard": [h for p in passes for h in p["heard"]]}
-
-    def __enter__(self) -> ThreadedNeighbour:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(600)
 
 
 def print_table(r: dict) -> None:
