@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
@@ -62,6 +64,30 @@ ASYNCIO_TASKS.set_function(_asyncio_tasks)
 THREADS.set_function(threading.active_count)
 
 # --- admission control (voice/server/admission.py) -----------------------------------------------
+
+
+class RecentValues:
+    """The values of the last `window_s` seconds (thread-safe): a histogram only ever accumulates,
+    the admission control needs what the latency is now."""
+
+    def __init__(self, window_s: float = 60.0, keep: int = 2048):
+        self.window_s = window_s
+        self._values: deque[tuple[float, float]] = deque(maxlen=keep)  # (time.monotonic(), value)
+        self._lock = threading.Lock()
+
+    def add(self, value: float) -> None:
+        with self._lock:
+            self._values.append((time.monotonic(), value))
+
+    def recent(self, window_s: float | None = None) -> list[float]:
+        """The values added in the last `window_s` (default: the window this was made with)."""
+        since = time.monotonic() - (self.window_s if window_s is None else window_s)
+        with self._lock:
+            return [v for at, v in self._values if at >= since]
+
+
+#: Server-side voice-to-voice of each turn (ms), fed by pipeline/turn_metrics.py.
+RECENT_VOICE_TO_VOICE_MS = RecentValues()
 ENGINE_QUEUE_DELAY = Gauge(
     "voice_engine_queue_delay_seconds",
     "Longest recent wait of a request for its engine's worker (VAD, ASR, LLM, TTS): an engine behind "
@@ -72,6 +98,9 @@ ADMISSION_LIMIT = Gauge("voice_admission_session_limit",
 ADMISSION_OVERLOADED = Gauge("voice_admission_overloaded",
                              "1 while an engine's queue delay is over server.admission.max_queue_delay_ms",
                              registry=REGISTRY)
+ADMISSION_TURN_P95 = Gauge("voice_admission_turn_p95_seconds",
+                           "Server-side voice-to-voice p95 of the turns of the last server.admission.turn_window_s "
+                           "(0 while too few turns)", registry=REGISTRY)
 ADMISSION_REFUSED = Counter("voice_admission_refused_total",
                             "New sessions refused with SERVER_BUSY, by reason (max_sessions, capacity)",
                             ["reason"], registry=REGISTRY)

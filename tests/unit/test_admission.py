@@ -76,6 +76,37 @@ def test_calm_below_the_limit_proves_nothing_and_does_not_grow():
     assert ctl.limit == 3
 
 
+def test_slow_turns_cut_the_limit_even_when_no_engine_queues():
+    ctl = control()
+    ctl.observe(0.0, sessions=4, delays_ms=CALM, turn_latencies_ms=[1200.0] * 10 + [4500.0] * 2)
+    assert ctl.limit == 3 and ctl.overloaded and ctl.turn_p95_ms > 3000
+    assert "turn p95" in ctl.check(3).message
+
+
+def test_a_few_slow_turns_are_not_enough_evidence():
+    ctl = control()
+    ctl.observe(0.0, sessions=4, delays_ms=CALM, turn_latencies_ms=[9000.0] * 4)
+    assert ctl.limit == 16 and not ctl.overloaded and ctl.turn_p95_ms is None
+
+
+def test_turns_from_before_the_last_change_do_not_count():
+    ctl = control(turn_window_s=60)
+    assert ctl.turn_window_s(now=100.0) == 60
+    ctl.observe(100.0, sessions=4, delays_ms=BEHIND)
+    assert ctl.turn_window_s(now=110.0) == pytest.approx(10.0)
+
+
+def test_the_limit_grows_only_while_recent_turns_are_fast():
+    ctl = control()
+    ctl.observe(0.0, sessions=4, delays_ms=BEHIND)
+    for t in range(30):  # no queue, but turns between calm (2 s) and overloaded (3 s): hold
+        ctl.observe(10.0 + t, sessions=3, delays_ms=CALM, turn_latencies_ms=[2500.0] * 6)
+    assert ctl.limit == 3 and not ctl.overloaded
+    for t in range(11):
+        ctl.observe(40.0 + t, sessions=3, delays_ms=CALM, turn_latencies_ms=[900.0] * 6)
+    assert ctl.limit == 4
+
+
 def test_never_refuses_below_min_sessions():
     ctl = control(min_sessions=2)
     ctl.observe(0.0, sessions=1, delays_ms=BEHIND)
@@ -171,3 +202,20 @@ def test_the_sampler_keeps_running_when_an_engine_stat_fails():
 
     asyncio.run(run())
     assert len(calls) >= 2 and ctl.limit == 4
+
+
+def test_the_sampler_reads_recent_turn_latencies_from_the_metrics_window():
+    from voice import metrics
+
+    for _ in range(6):
+        metrics.RECENT_VOICE_TO_VOICE_MS.add(5000.0)  # what turn_metrics.export() records per turn
+    ctl = control(sample_interval_ms=10)
+
+    async def run() -> None:
+        task = asyncio.ensure_future(ctl.run(lambda: 3, lambda: CALM))
+        await asyncio.sleep(0.05)
+        task.cancel()
+
+    asyncio.run(run())
+    assert ctl.limit == 2  # cut by the slow turns alone (the engines were calm)
+    assert ctl.turn_p95_ms is None  # ...which, older than the cut, no longer count

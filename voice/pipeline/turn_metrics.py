@@ -39,6 +39,8 @@ class TurnMetrics:
         for stage, ms in self.stages_ms().items():
             if stage != "voice_to_voice":
                 metrics.TURN_STAGE.labels(stage).observe(ms / 1000)
+            else:  # what callers feel now: the admission control's latency signal
+                metrics.RECENT_VOICE_TO_VOICE_MS.add(ms)
 
 
 class ArrivalClock:
