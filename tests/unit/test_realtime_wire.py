@@ -31,6 +31,7 @@ from openai.types.realtime import (
 from openai.types.realtime.realtime_audio_formats import AudioPCM, AudioPCMU
 from openai.types.realtime.realtime_audio_input_turn_detection import SemanticVad as SdkSemanticVad
 from pydantic import BaseModel, TypeAdapter
+from realtime_peers import PEERS, ScriptedServer
 
 from voice.codecs.g711 import alaw_encode, ulaw_encode
 from voice.doors.realtime_wire import (
@@ -43,6 +44,7 @@ from voice.doors.realtime_wire import (
     AudioOutput,
     ContentPart,
     ConversationItemAdded,
+    ConversationItemCreate,
     ConversationItemDeleted,
     ConversationItemDone,
     ConversationItemRetrieved,
@@ -76,6 +78,7 @@ from voice.doors.realtime_wire import (
     ResponseAudioOutput,
     ResponseContentPartAdded,
     ResponseContentPartDone,
+    ResponseCreate,
     ResponseCreated,
     ResponseDone,
     ResponseFunctionCallArgumentsDelta,
@@ -92,6 +95,7 @@ from voice.doors.realtime_wire import (
     ServerVad,
     Session,
     SessionCreated,
+    SessionUpdate,
     SessionUpdated,
     StatusDetails,
     StatusError,
@@ -536,6 +540,29 @@ def test_pcm_of_half_a_sample_is_refused_with_the_event_id():
 
 def test_durations_follow_each_formats_rate():
     assert duration_ms(48000, PcmFormat()) == 1000 and duration_ms(8000, PcmuFormat()) == 1000
+
+
+# ---------------------------------------------------------------- real clients
+@pytest.mark.parametrize("turn", ["text", "audio"])
+@pytest.mark.parametrize("client", sorted(PEERS))
+async def test_real_clients_read_what_we_encode_and_send_what_we_parse(client, turn):
+    pcm16 = encode_audio((np.sin(np.arange(24000) / 7) * 6000).astype(np.int16), PcmFormat())  # 1 s
+    server = ScriptedServer(reply="It is noon.", reply_ms=200)
+    async with server as url:
+        got = await PEERS[client](url, timeout_s=20, **({"text": "What time is it?"} if turn == "text" else
+                                                        {"pcm16": pcm16}))
+    assert not server.refused and isinstance(server.received[0], SessionUpdate)
+    request = server.requests[0]
+    assert request["path"] == "/v1/realtime?model=voice-agent"
+    assert request["headers"]["Authorization"] == "Bearer unused"
+    if turn == "text":
+        assert [e.item.content for e in server.received if isinstance(e, ConversationItemCreate)] == [
+            [InputText(text="What time is it?")]]
+    else:
+        assert b"".join(e.audio for e in server.received if isinstance(e, InputAudioBufferAppend)) == pcm16
+    assert isinstance(server.received[-1], ResponseCreate)
+    assert got.types[:2] == ["session.created", "session.updated"] and got.types[-1] == "response.done"
+    assert got.transcript == "It is noon." and got.audio_bytes == 200 * 24 * 2
 
 
 # ---------------------------------------------------------------- any input
