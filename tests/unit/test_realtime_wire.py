@@ -276,6 +276,22 @@ def test_turn_detection_null_turns_it_off_and_a_new_one_replaces_it_whole():
     assert apply_session_update(current, semantic.session).audio.input.turn_detection == SemanticVad()
 
 
+def test_null_leaves_a_setting_as_it_is_except_where_null_means_off():
+    current = Session(instructions="Be brief.", tool_choice="required", max_output_tokens=200, audio=AudioConfig(
+        input=AudioInput(format=PcmuFormat(), transcription=Transcription(model="whisper")),
+        output=AudioOutput(voice="joe", speed=1.2)))
+    update = parse_client_event(json.dumps({"type": "session.update", "session": {
+        "instructions": None, "tool_choice": None, "max_output_tokens": None, "tools": None,
+        "audio": {"input": {"format": None, "transcription": None}, "output": {"voice": None, "speed": None}}}}))
+    merged = apply_session_update(current, update.session)
+    assert merged.audio.input.transcription is None  # turned off
+    assert merged.model_copy(update={"audio": current.audio}) == current
+    assert merged.audio.output == current.audio.output and merged.audio.input.format == PcmuFormat()
+    beta_off = parse_client_event('{"type":"session.update","session":{"turn_detection":null,"voice":null}}')
+    merged = apply_session_update(current, beta_off.session)
+    assert merged.audio.input.turn_detection is None and merged.audio.output.voice == "joe"
+
+
 def test_a_client_cannot_set_the_servers_session_fields():
     current = Session(id="sess_ours", object="realtime.session", expires_at=1)
     update = parse_client_event('{"type":"session.update","session":{"id":"sess_theirs","expires_at":5}}')

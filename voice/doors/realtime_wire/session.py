@@ -76,10 +76,21 @@ class Transcription(Part):
     prompt: str | None = None
 
 
+def without_nulls(data: Any, keep: frozenset[str] = frozenset()) -> Any:
+    """A client's `null` for a setting that cannot be off means "leave it as it is" (clients
+    built on the SDK's models send unset options as null); only the `keep` ones turn off."""
+    if not isinstance(data, dict):
+        return data
+    return {key: value for key, value in data.items() if value is not None or key in keep}
+
+
 class AudioInput(Part):
     format: AudioFormat = Field(default_factory=PcmFormat)
-    transcription: Transcription | None = None
-    turn_detection: TurnDetection | None = Field(default_factory=ServerVad)
+    transcription: Transcription | None = None  # null: off
+    turn_detection: TurnDetection | None = Field(default_factory=ServerVad)  # null: off, the client commits
+
+    _nulls = model_validator(mode="before")(lambda data: without_nulls(data, frozenset({"transcription",
+                                                                                        "turn_detection"})))
 
 
 class AudioOutput(Part):
@@ -87,10 +98,14 @@ class AudioOutput(Part):
     voice: str | None = Field(None, max_length=64)
     speed: float = Field(1.0, ge=0.25, le=1.5)
 
+    _nulls = model_validator(mode="before")(without_nulls)
+
 
 class AudioConfig(Part):
     input: AudioInput = Field(default_factory=AudioInput)
     output: AudioOutput = Field(default_factory=AudioOutput)
+
+    _nulls = model_validator(mode="before")(without_nulls)
 
 
 class FunctionTool(Part):
@@ -185,7 +200,7 @@ class Session(Part):
     audio: AudioConfig = Field(default_factory=AudioConfig)
     expires_at: int | None = None  # unix time, s
 
-    _from_beta = model_validator(mode="before")(ga_from_beta)
+    _from_beta = model_validator(mode="before")(lambda data: without_nulls(ga_from_beta(data)))
     _one_modality = field_validator("output_modalities")(one_modality)
 
 
