@@ -208,3 +208,12 @@ async def test_a_live_data_question_without_a_tool_for_it_is_declined_and_the_fl
     spoken, _ = await say(agent, "What's the weather like tonight?")
     assert spoken.startswith(f"{replies.CANNOT} I can help you book a table.") and spoken.endswith("?")
     assert llm.requests == [] and agent.flow.name == "cuisine"
+
+
+async def test_a_question_after_a_tool_turn_is_offered_that_tool_but_not_forced_to_call_it(tmp_path):
+    agent, llm, _ = assistant_agent(tmp_path, '{"name": "get_weather", "arguments": {"city": "Rome"}}',
+                                    "A spider has eight legs.")
+    await say(agent, "Is it sunny in Rome today?", 1)
+    await say(agent, "How many legs does a spider have?", 2)
+    follow_up = llm.requests[-1][1]
+    assert follow_up.callable_tools == ("get_weather",) and not follow_up.require_call

@@ -239,7 +239,9 @@ class Agent:
             return
         said, tools = len(t.spoken), self._offered(t.text)
         t.offered_action = any(x.consequential for x in tools)
-        t.must_call = any(x.triggers for x in tools) and is_request(t.text)
+        # a call is a must only when the user's own words named the tool's topic: a follow-up that
+        # is offered the last turn's tool ("what is two plus three?" after the weather) stays free
+        t.must_call = any(rounds.triggered(x, t.text) for x in tools) and is_request(t.text)
         if self.options.abilities and not any(x.triggers for x in tools) and (
                 asks_live_data(t.text) or (self.options.refuse_actions and is_action_request(t.text))):
             yield _Line(f"{replies.CANNOT} {self.options.abilities}")  # it could only make it up, or claim it

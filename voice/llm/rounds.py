@@ -108,9 +108,13 @@ def messages(flow: FlowRun | None, memory: Memory, system_prompt: str, facts: st
 def offered(state_tools: list[Tool], text: str, used_last: set[str], route: bool) -> list[Tool]:
     """The tools the model may call this turn: the state's, minus those whose triggers were not
     said (a tool used last turn stays: "and in Berlin?" follows a weather question)."""
+    return [x for x in state_tools if not (route and x.triggers) or x.name in used_last or triggered(x, text)]
+
+
+def triggered(tool: Tool, text: str) -> bool:
+    """One of the tool's trigger words begins a word of `text` ("rain" finds "raining")."""
     words = normalize(text)
-    return [x for x in state_tools if not (route and x.triggers) or x.name in used_last
-            or any(re.search(rf"\b{re.escape(w)}", words) for w in x.triggers)]
+    return any(re.search(rf"\b{re.escape(w)}", words) for w in tool.triggers)
 
 
 def call_filler(toolbox: Toolbox, held: str, filler: str, said: str) -> str | None:
