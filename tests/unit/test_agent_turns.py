@@ -217,3 +217,12 @@ async def test_a_question_after_a_tool_turn_is_offered_that_tool_but_not_forced_
     await say(agent, "How many legs does a spider have?", 2)
     follow_up = llm.requests[-1][1]
     assert follow_up.callable_tools == ("get_weather",) and not follow_up.require_call
+
+
+async def test_a_declined_live_data_question_at_a_confirmation_keeps_the_booking_ready(tmp_path):
+    agent, store, _ = booking_agent(tmp_path, abilities="I can help you book a table.")
+    await say(agent, "Mexican food for two people at 8 pm, please.", 1)
+    spoken, _ = await say(agent, "Wait, what's the weather like tonight?", 2)
+    assert spoken.startswith(replies.CANNOT) and spoken.endswith("Shall I book it?")
+    await say(agent, "Yes.", 3)
+    assert [r["time"] for r in store.all()] == ["20:00"]

@@ -245,15 +245,16 @@ class Agent:
         if self.options.abilities and not any(x.triggers for x in tools) and (
                 asks_live_data(t.text) or (self.options.refuse_actions and is_action_request(t.text))):
             yield _Line(f"{replies.CANNOT} {self.options.abilities}")  # it could only make it up, or claim it
-            if flow and (ask := flow.ask()):
+            if side is None and flow and (ask := flow.ask()):
                 yield _Line(ask)
-            return
-        if not any(x.triggers for x in tools) and (sum_ := arithmetic.solve(t.text, self._last_value)):
+        elif not any(x.triggers for x in tools) and (sum_ := arithmetic.solve(t.text, self._last_value)):
             self._last_value = sum_.value  # "and if I take away thirty from that?"
             yield _Line(sum_.spoken)
-            return
-        async for item in self._llm(t, turn, tools):
-            yield item
+            if side is None:
+                return
+        else:
+            async for item in self._llm(t, turn, tools):
+                yield item
         if side is not None and self._pending is None and (tool := self.toolbox.get(side.name)):
             self._pending, t.asked_at = side, len(t.spoken.split())  # back to the question it interrupted
             yield _Line(tool.confirmation(side.arguments))
@@ -261,7 +262,7 @@ class Agent:
             async for item in self._do(t, turn, [action]):  # answered a side question: back to the point
                 yield item
         elif flow and flow.state.slots and "?" not in t.spoken[said:] and (ask := flow.ask()):
-            yield _Line(ask)  # the model lost the thread: ask the state's question again
+            yield _Line(ask)  # the model lost the thread (or was not asked): ask the state's question again
 
     async def _answer(self, t: Turn, turn: int, call: ToolCall, yes: bool) -> AsyncIterator[AgentItem]:
         """The user's yes or no to a consequential call."""
