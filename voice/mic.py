@@ -161,13 +161,17 @@ class Printer:
             print(f"\r\033[K{line}" if self.tty else line, end="" if self.tty else "\n", flush=True)
         elif kind == "transcript_final":
             prefix = "\r\033[K" if self.tty else ""
-            print(f"{prefix}> {data['text']}" if data["text"] else f"{prefix}(no words)", flush=True)
+            again = " (you went on: one turn)" if data.get("continues") is not None else ""
+            print(f"{prefix}> {data['text']}{again}" if data["text"] else f"{prefix}(no words)", flush=True)
         elif kind in ("speech_started", "speech_stopped", "input_ended"):
             print(f"[{kind.replace('_', ' ')}]", file=sys.stderr, flush=True)
         elif kind == "agent_text" and data.get("final"):
             print(f"agent: {data['text']}", flush=True)
         elif kind == "interrupted":
-            print(f"[agent interrupted after {data['played_ms'] / 1000:.1f} s]", file=sys.stderr, flush=True)
+            print(f"[agent interrupted after {data['played_ms'] / 1000:.1f} s: {data.get('reason', 'barge_in')}]",
+                  file=sys.stderr, flush=True)
+        elif kind == "call_ending":
+            print(f"[the agent ended the call: {data['reason']}]", file=sys.stderr, flush=True)
         elif kind == "turn_metrics":
             stages = ", ".join(f"{k} {v:.0f} ms" for k, v in data["stages_ms"].items())
             print(f"[turn {data['turn']}: {stages}]", file=sys.stderr, flush=True)

@@ -155,6 +155,7 @@ function onAudio(frame) {
   if (!speaker) return;
   speaker.push(frame.payload, Number(frame.timestamp), { segmentEnd: Boolean(frame.flags & Flags.SEGMENT_END) });
   stats.framesReceived += 1;
+  stats.lastAudioAt = performance.now();
 }
 
 function onReport(report) {
@@ -203,6 +204,7 @@ function onEvent(event) {
       interruptedAt = performance.now();
       speaker?.flush(); // first: the user must stop hearing the agent now
       stats.interruptions.push(event);
+      stats.audioBeforeCuts.push(stats.lastAudioAt);
       conversation.interrupted(event.turn, event.played_ms, event.heard_text ?? null);
       timeline.add("cut", "Interrupted", describeCut(event));
       setActivity("hearing", "Hearing you…");

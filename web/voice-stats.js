@@ -9,6 +9,8 @@ export function createVoiceStats() {
     connectedAt: null, // performance.now() at READY
     framesSent: 0,
     framesReceived: 0, // AUDIO frames from the server
+    lastAudioAt: null, // performance.now() of the last AUDIO frame
+    audioBeforeCuts: [], // lastAudioAt when each interrupted event came (the server may pause first)
     samplesDecoded: 0,
     samplesPlayed: 0, // by the playback worklet, real samples only (not silence)
     bufferedSamples: 0,

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.e2e
 TURNS = ("I would like Italian food, please.", "We are four people.", "Seven thirty in the evening.",
          "No, we are six people.", "Yes, please.")
 GAP_S = 13.0  # ASR final + the longest reply ("So that's a table for ... Shall I book it?", ~6 s) + margin
+GREETING_S = 11.0  # the booking agent speaks first (~7 s of greeting, after a second of synthesis)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,8 @@ def booking_server(tmp_path_factory):
 
 
 def conversation_wav(folder) -> str:
-    parts, rate = [], 22050
+    rate = 22050
+    parts = [np.zeros(int(GREETING_S * rate), np.int16)]  # a caller listens to the greeting first
     for text in TURNS:
         audio, rate = synthesize(text)
         parts += [np.zeros(int(0.5 * rate), np.int16), audio, np.zeros(int(GAP_S * rate), np.int16)]
@@ -56,6 +58,7 @@ def test_a_spoken_booking_reaches_confirmed_with_one_stored_booking(booking_serv
     assert len(heard) == len(TURNS), story
     assert not [e for e in events if e["type"] == "interrupted"], story
     states = [e for e in events if e["type"] == "state_changed"]
+    assert said[0].startswith("Hello, thank you for calling"), story  # the agent spoke first
     assert states[-1]["state"] == "booking/confirmed", story
     assert {k: states[-1]["slots"][k] for k in ("cuisine", "party_size", "time")} == {
         "cuisine": "italian", "party_size": 6, "time": "19:30"}, story

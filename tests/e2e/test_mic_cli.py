@@ -40,7 +40,10 @@ def events_of(result: subprocess.CompletedProcess) -> list[dict]:
 
 
 def finals(events: list[dict]) -> list[str]:
-    return [e["text"] for e in events if e["type"] == "transcript_final" and e["text"]]
+    """The user's words: a final that a later one continues (its text is in that one) is left out."""
+    continued = {e.get("continues") for e in events if e["type"] == "transcript_final"}
+    return [e["text"] for e in events
+            if e["type"] == "transcript_final" and e["text"] and e["utterance"] not in continued]
 
 
 def concat_with_silence(clips: list[Path], out: Path, gap_s: float = 1.2) -> Path:

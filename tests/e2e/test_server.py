@@ -101,9 +101,10 @@ def test_sigterm_drains_the_turn_in_flight_then_closes_with_1001(tmp_path):
             time.sleep(0.5)
             srv.proc.send_signal(signal.SIGTERM)
             # the session keeps working during the drain: the rest of the utterance and its end
+            # (3 s of silence: past the longest end-of-turn wait)
             silence = np.zeros(320, np.int16).tobytes()
             sender = threading.Thread(target=lambda: [ws.send(frame(MessageType.AUDIO, silence))
-                                                      for _ in range(150)], daemon=True)  # 3 s: past the longest end-of-turn wait
+                                                      for _ in range(150)], daemon=True)
             sender.start()
             try:
                 while True:

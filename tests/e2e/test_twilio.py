@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
+import itertools
 import json
 import re
 import time
@@ -74,6 +76,7 @@ class FakeTwilio:
         self.first_media_at: float | None = None
         self.clears: list[float] = []
         self.media_after_clear = 0
+        self.to_say: collections.deque[np.ndarray] = collections.deque()  # caller audio, 20 ms frames
 
     async def send(self, event: str, **fields) -> None:
         self.seq += 1
@@ -87,11 +90,18 @@ class FakeTwilio:
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}, "customParameters": {}})
 
     async def say(self, pcm: np.ndarray) -> None:
-        """Stream caller audio in real time, 20 ms per media message."""
-        t0 = time.monotonic()
-        for i, pos in enumerate(range(0, len(pcm) - FRAME + 1, FRAME)):
+        """Queue caller audio on the line and wait until it has been sent (in real time)."""
+        self.to_say.extend(pcm[pos:pos + FRAME] for pos in range(0, len(pcm) - FRAME + 1, FRAME))
+        while self.to_say:
+            await asyncio.sleep(0.02)
+
+    async def line(self) -> None:
+        """A phone line never goes quiet: 20 ms of the caller's audio, or of silence, every 20 ms."""
+        t0, silence = time.monotonic(), np.zeros(FRAME, np.int16)
+        for i in itertools.count():
             await asyncio.sleep(max(0.0, t0 + i * 0.02 - time.monotonic()))
-            payload = base64.b64encode(ulaw_encode(pcm[pos:pos + FRAME])).decode()
+            chunk = self.to_say.popleft() if self.to_say else silence
+            payload = base64.b64encode(ulaw_encode(chunk)).decode()
             await self.send("media", media={"track": "inbound", "chunk": str(i + 1),
                                             "timestamp": str(i * 20), "payload": payload})
 
@@ -134,7 +144,8 @@ async def call(url: str, script) -> FakeTwilio:
     async with connect(url.replace("/ws", "/twilio")) as ws:
         twilio = FakeTwilio(ws)
         await twilio.start()
-        tasks = [asyncio.create_task(twilio.listen()), asyncio.create_task(twilio.play())]
+        tasks = [asyncio.create_task(twilio.listen()), asyncio.create_task(twilio.play()),
+                 asyncio.create_task(twilio.line())]
         try:
             await script(twilio)
             await twilio.send("stop", stop={"accountSid": "AC0", "callSid": "CA0"})
@@ -188,8 +199,7 @@ def test_speaking_over_the_agent_clears_its_audio(voice_server):
     story, interruption = speech_8k(STORY), speech_8k(INTERRUPTION)
 
     async def script(twilio: FakeTwilio) -> None:
-        # a phone line never goes quiet: 0.5 s of silence and then nothing (as this test sent before)
-        # is exactly the end-of-turn silence, and the turn closed only when the VAD's timing allowed
+        # the line keeps sending silence after the request (FakeTwilio.line), as a phone does
         await twilio.say(np.concatenate([np.zeros(4000, np.int16), story, np.zeros(16000, np.int16)]))
         await wait_until(lambda: twilio.first_media_at, 60, "the story to start")
         await wait_until(lambda: twilio.played_samples >= 8000, 10, "a second of the story to play")
@@ -212,13 +222,15 @@ def test_when_the_agent_ends_the_call_the_stream_is_closed_after_its_goodbye(voi
         async with connect(voice_server.url.replace("/ws", "/twilio")) as ws:
             twilio = FakeTwilio(ws)
             await twilio.start()
-            player = asyncio.create_task(twilio.play())
-            await twilio.say(np.zeros(8000, np.int16))
+            tasks = [asyncio.create_task(twilio.play()), asyncio.create_task(twilio.line())]
+            await asyncio.sleep(1.0)
             await twilio.send("dtmf", dtmf={"track": "inbound_track", "digit": "#"})
             try:
                 await asyncio.wait_for(twilio.listen(), 60)  # returns when the server closes
             finally:
-                player.cancel()
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
             closed.update(code=ws.close_code, at=time.monotonic())
             return twilio
 

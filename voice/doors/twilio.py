@@ -45,7 +45,8 @@ TWILIO_PATH = "/twilio"
 RATE_HZ = 8000
 POLICY_VIOLATION = 1008
 #: Call events logged per stream (Twilio has no channel for them): what was heard and said.
-LOGGED_EVENTS = frozenset({"transcript_final", "agent_text", "interrupted", "call_ending"})
+LOGGED_EVENTS = frozenset({"transcript_final", "agent_text", "interrupted", "end_of_turn", "backchannel",
+                           "call_ending"})
 
 
 @dataclass

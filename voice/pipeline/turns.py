@@ -12,7 +12,7 @@ What it decides, per event:
   is left to the maximum. `"silence"`: a fixed silence ends every turn (the VAD's).
 - Preemptive reply: on the early transcript the reply starts held (nothing sent, no tool run); the
   final with the same text releases it, anything else drops it and the Agent is as before.
-- Continuation: speech within `continuation.window_ms` of a turn's end, before its reply was really
+- Continuation: speech within `continuation.window_ms` of the end of a turn's speech, before its reply was really
   heard, retracts that reply and decodes both utterances as one (one user turn in the history).
 - Barge-in and backchannels: speech over the agent pauses its audio after `min_speech_ms`; words
   that are not a backchannel (a partial transcript, or `decide_after_ms` of speech) cut the reply;
@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 
 _NOT_WORD = re.compile(r"[^\w' -]+")
 _REPEATS = re.compile(r"(\w)\1+")
+SILENCE_FOR_AUDIO_MODEL_MS = 100.0  # silence after the last word that the end-of-turn model hears
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class _Turn:
     utterance: int
     text: str
     reply_turn: int
-    ended_at: float  # monotonic
+    speech_end: float  # monotonic: when the user's last word of it arrived
 
 
 @dataclass
@@ -260,8 +261,11 @@ class TurnController:
     def _on_early(self, e: EarlyTranscript) -> None:
         self._epoch += 1
         if self._smart():
-            # up to where the silence began: the audio model reads trailing silence as "done"
-            audio = self.listener.utterance_audio(e.utterance, e.end_ms - self.listener.vad_settings.speech_pad_ms)
+            # the audio model reads a long trailing silence as "done", and a word's cut tail as "not
+            # done" (measured: "How many days are there in a week?" 0.08 cut at the VAD's silence
+            # onset, 0.91 with 100 ms more): give it what the early decode heard, 100 ms past the onset
+            upto_ms = e.end_ms - self.listener.vad_settings.speech_pad_ms + SILENCE_FOR_AUDIO_MODEL_MS
+            audio = self.listener.utterance_audio(e.utterance, upto_ms)
             if audio is not None:
                 task = asyncio.create_task(self._judge(e.utterance, audio, e.text, self._epoch))
                 self._judges.add(task)
@@ -309,7 +313,7 @@ class TurnController:
             return False
         m.stamp("final_transcript")
         self.speaker.release()
-        self._last_turn = _Turn(final.utterance, final.text, self.speaker.turn, time.monotonic())
+        self._last_turn = _Turn(final.utterance, final.text, self.speaker.turn, m.speech_end or time.monotonic())
         return True
 
     def _drop_prepared(self) -> None:
@@ -328,7 +332,7 @@ class TurnController:
         """The last turn, if speech starting now may continue it (see module doc): its reply is the
         one being said, no tool acted, and it ended within the continuation window."""
         last, c = self._last_turn, self.continuation
-        if (not c.enabled or last is None or time.monotonic() - last.ended_at > c.window_ms / 1000
+        if (not c.enabled or last is None or time.monotonic() - last.speech_end > c.window_ms / 1000
                 or self.speaker.turn != last.reply_turn or self.speaker.acted):
             return None
         return last
@@ -396,7 +400,7 @@ class TurnController:
         self._disarm("silence")
         turn = self.speaker.start(text, m)
         if utterance is not None:
-            self._last_turn = _Turn(utterance, text, turn, time.monotonic())
+            self._last_turn = _Turn(utterance, text, turn, m.speech_end or time.monotonic())
 
     def interrupt(self, reason: str) -> None:
         """The one way a reply is cut: stop it, tell the client (it flushes), keep what was heard."""
