@@ -94,6 +94,14 @@ class AgentSettings(Strict):
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
 
 
+class RealtimeSettings(Strict):
+    """The OpenAI Realtime API door (/v1/realtime, voice/doors/realtime.py)."""
+
+    agent: str = "assistant"   # the server's agent, until a client sets its own instructions or tools
+    #: Largest input_audio_buffer.append (decoded bytes): 1 MiB = ~22 s of PCM 24 kHz (OpenAI: 15 MiB).
+    max_append_bytes: int = Field(1 << 20, ge=4096, le=15 << 20)
+
+
 class Settings(Strict):
     profile: str = "cpu"
     server: ServerSettings = Field(default_factory=ServerSettings)
@@ -103,6 +111,7 @@ class Settings(Strict):
     tts: TtsSettings = Field(default_factory=TtsSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     agents: AgentsSettings = Field(default_factory=AgentsSettings)  # which agent, tools, flows, memory
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
     turn: TurnSettings = Field(default_factory=TurnSettings)  # end of turn: Smart Turn + words + silence
 
 

@@ -32,6 +32,7 @@ from voice.pipeline.engines import Engines
 from voice.pipeline.events import OptionsChanged, PlaybackMark, StopRequest, UserDtmf, UserText
 from voice.pipeline.options import CallOptions, OptionsError, resolve_options
 from voice.protocol import (
+    HEADER_SIZE,
     PRE_HANDSHAKE_TYPES,
     PROTOCOL_VERSION,
     ErrorCode,
@@ -50,6 +51,11 @@ log = logging.getLogger(__name__)
 
 GOING_AWAY = 1001  # WebSocket close code for a server shutdown
 NORMAL = 1000
+MESSAGE_TOO_BIG = 1009
+
+
+class MessageTooBig(Exception):
+    """A WebSocket message longer than a frame may be (the close says so: 1009, as websockets would)."""
 
 
 async def reject(conn: ServerConnection, code: ErrorCode, message: str) -> None:
@@ -178,6 +184,10 @@ class Session(CallDoor):
             except ProtocolError as e:
                 if await self._fail(e):
                     return "error"
+            except MessageTooBig:
+                with contextlib.suppress(ConnectionClosed):
+                    await self.conn.close(MESSAGE_TOO_BIG, "message too big")
+                return "error"
             except ConnectionClosed:
                 return "vanished"
 
@@ -187,6 +197,8 @@ class Session(CallDoor):
             data = await asyncio.wait_for(self.conn.recv(), timeout)
         except TimeoutError:
             return None
+        if len(data) > self.settings.server.max_payload_bytes + HEADER_SIZE:
+            raise MessageTooBig(len(data))  # the server's WebSocket limit is higher, for /v1/realtime
         if isinstance(data, str):
             raise ProtocolError(ErrorCode.BAD_FRAME, "text messages are not part of the protocol; send binary frames")
         frame = decode_frame(data, max_payload_bytes=self.settings.server.max_payload_bytes)

@@ -66,6 +66,28 @@ class EndOfInput:
 
 
 @dataclass(frozen=True)
+class RespondRequest:
+    """Answer now (Realtime `response.create`): `text` is a new user turn, or None to answer the
+    conversation as it stands; `audio` False: text only."""
+
+    text: str | None = None
+    audio: bool = True
+
+
+@dataclass(frozen=True)
+class CommitInput:
+    """The client ends its input turn itself (Realtime `input_audio_buffer.commit`, no server VAD);
+    the ears have been flushed, so every final of it came before this."""
+
+
+@dataclass(frozen=True)
+class TruncateReply:
+    """The client played only `played_ms` of the last reply (Realtime `conversation.item.truncate`)."""
+
+    played_ms: float
+
+
+@dataclass(frozen=True)
 class OptionsChanged:
     """New session options (already validated by voice.pipeline.options)."""
 
@@ -169,6 +191,22 @@ class CallEnding:
 
 
 @dataclass(frozen=True)
+class ReplyEnded:
+    """Reply `turn` is over: played to its end (`completed`), or cut (an `interrupted` came first)."""
+
+    type: ClassVar[str] = "reply_ended"
+    turn: int
+    completed: bool
+
+
+@dataclass(frozen=True)
+class InputCommitted:
+    """The client's committed input turn is complete: every final of it was sent before this."""
+
+    type: ClassVar[str] = "input_committed"
+
+
+@dataclass(frozen=True)
 class InputEnded:
     """Everything the client's input caused is done (its last final and the reply to it)."""
 
@@ -184,8 +222,9 @@ class SessionOptions:
 
 
 ListenerEvent = SpeechStarted | SpeechStopped | PartialTranscript | FinalTranscript | EarlyTranscript | EarlyDropped
-DoorEvent = UserText | UserDtmf | PlaybackMark | StopRequest | EndOfInput | OptionsChanged
+DoorEvent = (UserText | UserDtmf | PlaybackMark | StopRequest | EndOfInput | OptionsChanged | RespondRequest
+             | CommitInput | TruncateReply)
 InEvent = ListenerEvent | DoorEvent | TurnVerdictReady | ReplyFinished | TimerFired
 OutEvent = (OutFrame | SpeechStarted | SpeechStopped | PartialTranscript | FinalTranscript | AgentText
             | ToolStarted | ToolFinished | StateChanged | Interrupted | TurnMetricsReport | EndOfTurn | Backchannel
-            | CallEnding | InputEnded | SessionOptions)
+            | CallEnding | InputEnded | SessionOptions | ReplyEnded | InputCommitted)

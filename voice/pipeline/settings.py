@@ -71,6 +71,9 @@ class CallSettings(_Settings):
     max_call_s: float | None = Field(1800.0, gt=0)
     """The call ends after this long (with max_call_line); None: no limit."""
     max_call_line: str = "We have reached the time limit for this call. Thank you, goodbye!"
+    answer_turns: bool = True
+    """Answer each user turn when it ends. False: only when asked (Realtime `create_response: false`,
+    or no server turn detection)."""
     record: bool | None = None
     """Record this call (voice/pipeline/recording.py; needs `agent.recording.folder`); None: the
     server's `agent.recording.enabled`."""

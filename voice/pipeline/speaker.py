@@ -30,7 +30,7 @@ from voice import metrics
 from voice.llm.agent import Agent
 from voice.llm.errors import LlmError
 from voice.llm.events import ToolFinished
-from voice.pipeline.audio_out import AudioOut, OutFrame, Pacer
+from voice.pipeline.audio_out import AudioOut, OutCodec, OutFrame, Pacer
 from voice.pipeline.events import AgentText, Interrupted, TurnMetricsReport
 from voice.pipeline.turn_metrics import TurnMetrics
 from voice.tts.base import TtsEngine
@@ -54,6 +54,8 @@ class ReplySpeaker:
         self.chunker_settings = chunker or ChunkerSettings()
         self.pacer = Pacer(self._send_paced, audio_out.sample_rate_hz)
         self._on_finished = on_finished
+        #: Speak replies (False: text only, no TTS: a Realtime client that asked for text).
+        self.audio = True
         self._reply: asyncio.Task[None] | None = None
         self._metrics: TurnMetrics | None = None
         self.turn = 0
@@ -65,6 +67,7 @@ class ReplySpeaker:
         self._generated = False                # the current reply's audio is all in the pacer
         self._paused = False
         self._stopping: set[asyncio.Task[None]] = set()  # cut replies still unwinding
+        self._stopping_pacers: set[asyncio.Future[None]] = set()
 
     # ------------------------------------------------------------------ state
 
@@ -113,16 +116,40 @@ class ReplySpeaker:
 
     # ------------------------------------------------------------------ starting and ending
 
-    def start(self, text: str, turn_metrics: TurnMetrics, *, held: bool = False) -> int:
-        """Answer the user's `text` (already decided to be a turn); returns the reply's turn number.
-        `held`: prepare it, nothing leaves until release()."""
+    def start(self, text: str | None, turn_metrics: TurnMetrics, *, held: bool = False) -> int:
+        """Answer the user's `text` (already decided to be a turn; None: answer the conversation as
+        it stands); returns the reply's turn number. `held`: prepare it, nothing leaves until release()."""
         self._checkpoint = self.agent.checkpoint()
         if held:
             self._held = []
             self.pacer.hold()
             self.agent.may_act.clear()
-        self.agent.hear(text)
+        if text is not None:
+            self.agent.hear(text)
         return self._launch(self.agent.reply, turn_metrics)
+
+    def set_output(self, codec: OutCodec, rate_hz: int) -> None:
+        """A new output format (a Realtime client changed it); only between replies."""
+        if self.speaking or self.held:
+            raise RuntimeError("the output format cannot change while a reply is on its way")
+        self.audio_out = AudioOut(codec, rate_hz)
+        old, self.pacer = self.pacer, Pacer(self._send_paced, rate_hz)
+        self._stopping_pacers.add(asyncio.ensure_future(old.aclose()))
+
+    def truncate(self, played_ms: float) -> Interrupted | None:
+        """The client played only `played_ms` of the last reply: cut it there if it is still going
+        (the `interrupted` record), or shorten what the history keeps of it."""
+        start = self.audio_out.timeline.pieces[0].start_samples if self.audio_out.timeline.pieces else 0
+        played = start + round(played_ms * self.audio_out.sample_rate_hz / 1000)
+        self.playback_mark(played)
+        if self.speaking:
+            return self.cut("client")
+        heard = self.audio_out.timeline.heard_text(played)
+        for message in reversed(self.agent.history):
+            if message["role"] == "assistant" and message.get("content"):
+                message["content"] = heard
+                break
+        return None
 
     def say(self, line: str) -> int:
         """Speak the agent's own line (greeting, re-prompt, goodbye): no user turn, no model."""
@@ -261,6 +288,8 @@ class ReplySpeaker:
 
     async def _speak(self, piece: str, m: TurnMetrics) -> None:
         """One chunker piece through TTS into the pacer; the pacer sends while we synthesize on."""
+        if not self.audio:
+            return
         async with contextlib.aclosing(self.tts.synthesize(piece)) as chunks:
             async for audio in chunks:
                 m.stamp("first_tts_audio")

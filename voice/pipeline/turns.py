@@ -48,15 +48,20 @@ from voice.asr.whisper import SAMPLE_RATE_HZ
 from voice.pipeline.events import (
     Backchannel,
     CallEnding,
+    CommitInput,
     EndOfInput,
     EndOfTurn,
+    InputCommitted,
     InputEnded,
     OptionsChanged,
     PlaybackMark,
+    ReplyEnded,
     ReplyFinished,
+    RespondRequest,
     SessionOptions,
     StopRequest,
     TimerFired,
+    TruncateReply,
     TurnVerdictReady,
     UserDtmf,
     UserText,
@@ -140,7 +145,8 @@ class TurnController:
             TurnVerdictReady: self._on_verdict, ReplyFinished: self._on_reply_finished,
             TimerFired: self._on_timer, UserText: self._on_text, UserDtmf: self._on_dtmf,
             PlaybackMark: self._on_mark, StopRequest: self._on_stop, EndOfInput: self._on_end_of_input,
-            OptionsChanged: self._on_options,
+            OptionsChanged: self._on_options, RespondRequest: self._on_respond, CommitInput: self._on_commit,
+            TruncateReply: self._on_truncate,
         }
         self._apply_turn_settings()
 
@@ -159,6 +165,20 @@ class TurnController:
         if self.options.barge_in.echo == "gate" and speaking:
             samples_16k = np.zeros_like(samples_16k)  # the agent's echo must not become a turn
         await self.listener.feed(samples_16k)
+
+    async def commit_input(self) -> None:
+        """The client ends its turn itself: close the utterance in progress; `input_committed`
+        follows its final."""
+        await self.listener.flush()
+        self.inbox.put_nowait(CommitInput())
+
+    def replace_agent(self, agent: Any) -> bool:
+        """Another agent from now on (a Realtime client that brings its own instructions and
+        tools); refused (False) while a turn is in flight."""
+        if self.busy:
+            return False
+        self.speaker.agent = agent
+        return True
 
     async def end_of_input(self) -> None:
         """No more audio: close the utterance in progress; input_ended follows what it caused."""
@@ -234,7 +254,10 @@ class TurnController:
             self._emit(Backchannel(utterance=e.utterance, text=e.text, resumed=overlap.paused))
             metrics.BACKCHANNELS.inc()
             return
-        if overlap is not None and self._words(e.text) and self._retract_for(overlap):
+        if not self.options.call.answer_turns:  # the client asks for answers (Realtime create_response off)
+            if overlap is not None and self._words(e.text):
+                self.interrupt("barge_in")
+        elif overlap is not None and self._words(e.text) and self._retract_for(overlap):
             text = f"{overlap.continues.text} {e.text}"  # the utterance is closed: join the words
             self._take_turn(text, self._turn_metrics(e.end_ms), "continuation", utterance=e.utterance)
         elif self._words(e.text) and self._went_on(e.utterance):
@@ -270,7 +293,8 @@ class TurnController:
                 task = asyncio.create_task(self._judge(e.utterance, audio, e.text, self._epoch))
                 self._judges.add(task)
                 task.add_done_callback(self._judges.discard)
-        if self.preemptive_reply and not self.speaker.speaking and not self.speaker.held:
+        if (self.preemptive_reply and self.options.call.answer_turns and not self.speaker.speaking
+                and not self.speaker.held):
             m = self._turn_metrics(e.end_ms)
             self._prepared = (e.utterance, e.text, m)
             self.speaker.start(e.text, m, held=True)
@@ -386,6 +410,23 @@ class TurnController:
             self._input_ended_pending = False
             self._emit(InputEnded())
 
+    def _on_respond(self, e: RespondRequest) -> None:
+        """Answer now, as the client asked: a new turn, or the conversation as it stands."""
+        self._drop_prepared()
+        self.interrupt("client")
+        self.speaker.audio = e.audio
+        self._disarm("silence")
+        self.speaker.start(e.text, TurnMetrics(0, speech_end=time.monotonic()))
+        self._last_turn = None
+
+    def _on_commit(self, _: CommitInput) -> None:
+        self._emit(InputCommitted())
+
+    def _on_truncate(self, e: TruncateReply) -> None:
+        if (cut := self.speaker.truncate(e.played_ms)) is not None:
+            metrics.INTERRUPTIONS.inc()
+            self._emit(cut)
+
     def _on_options(self, e: OptionsChanged) -> None:
         self.options = e.options
         self._apply_turn_settings()
@@ -417,6 +458,7 @@ class TurnController:
     def _on_reply_finished(self, e: ReplyFinished) -> None:
         if e.turn != self.speaker.turn:
             return
+        self._emit(ReplyEnded(e.turn, e.completed))
         self._apply_turn_settings()  # the flow may be in a state with its own turn settings
         if e.completed and self._ending is None and self._should_end():
             self._ending = "hang_up" if self.hang_up.requested else "goodbye"

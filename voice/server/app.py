@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -22,6 +23,7 @@ from voice import metrics
 from voice.config import Settings
 from voice.doors.base import CallDoor
 from voice.doors.protocol import Session, reject
+from voice.doors.realtime import REALTIME_PATH, RealtimeDoor
 from voice.doors.twilio import TWILIO_PATH, TwilioStream
 from voice.pipeline.engines import Engines
 from voice.pipeline.recording import retention_sweeps
@@ -30,6 +32,12 @@ from voice.server.admission import AdmissionControl, engine_queue_delays_ms
 from voice.server.http import HttpRoutes
 
 log = logging.getLogger(__name__)
+
+
+def select_subprotocol(conn: ServerConnection, offered: Sequence[str]) -> str | None:
+    """Realtime browser clients offer ["realtime", "openai-insecure-api-key.<token>"]: answer
+    "realtime" (the key is read by the door); other clients offer none."""
+    return "realtime" if "realtime" in offered else None
 
 TRY_AGAIN_LATER = 1013  # WebSocket close code: the server is overloaded or going away
 
@@ -61,7 +69,10 @@ class VoiceServer:
         self._server = await serve(
             self._handle, cfg.host, cfg.port,
             process_request=routes,
-            max_size=cfg.max_payload_bytes + HEADER_SIZE,  # websockets refuses bigger frames from their header
+            # websockets refuses bigger messages from their header (1009); /ws holds itself to the
+            # protocol's own limit (voice/doors/protocol.py), /v1/realtime's appends are base64
+            max_size=max(cfg.max_payload_bytes + HEADER_SIZE, self.settings.realtime.max_append_bytes * 4 // 3 + 65536),
+            select_subprotocol=select_subprotocol,
             compression=None,        # audio does not compress; deflate would only cost CPU
             ping_interval=20, ping_timeout=20, close_timeout=5,
             server_header="voice-agent",
@@ -109,17 +120,19 @@ class VoiceServer:
     async def _refuse(conn: ServerConnection, path: str, code: ErrorCode, message: str) -> None:
         """No session: our protocol gets ERROR + the code; other wires a WebSocket close 1013 (try
         again later), which Twilio and Realtime clients understand."""
-        if path == TWILIO_PATH:
+        if path in (TWILIO_PATH, REALTIME_PATH):
             metrics.PROTOCOL_ERRORS.labels(code.name).inc()
             with contextlib.suppress(ConnectionClosed):
                 await conn.close(TRY_AGAIN_LATER, message[:120])
             return
         await reject(conn, code, message)
 
-    def _door(self, conn: ServerConnection, path: str) -> Session | TwilioStream:
+    def _door(self, conn: ServerConnection, path: str) -> CallDoor:
         """The door for the path the client connected to (everything else speaks our protocol)."""
         if path == TWILIO_PATH:
             return TwilioStream(conn, self.settings, self.engines)
+        if path == REALTIME_PATH:
+            return RealtimeDoor(conn, self.settings, self.engines)
         return Session(conn, self.settings, self.engines, auth_header=conn.request.headers.get("Authorization"))
 
     async def shutdown(self) -> None:

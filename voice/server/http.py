@@ -26,7 +26,7 @@ from websockets.http11 import Request, Response
 
 from voice import metrics
 
-WEBSOCKET_PATHS = ("/", "/ws", "/twilio")  # /twilio: Twilio Media Streams (voice/doors/twilio.py)
+WEBSOCKET_PATHS = ("/", "/ws", "/twilio", "/v1/realtime")  # voice/doors/: ours, Twilio Media Streams, OpenAI Realtime
 STATIC_MAX_BYTES = 8 << 20
 
 
