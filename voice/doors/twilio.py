@@ -156,6 +156,8 @@ class TwilioStream(CallDoor):
             try:
                 yield tw.parse_twilio(raw)
             except tw.TwilioMessageError as e:
+                if self.call is None and str(e).startswith("start "):
+                    raise StreamRefused(POLICY_VIOLATION, f"malformed start: {e}") from None
                 self._bad += 1
                 log.info("twilio: ignoring a malformed message", extra={"stream": self.stream_sid, "error": str(e)})
                 if self._bad > self.twilio.max_bad_messages:
