@@ -9,6 +9,7 @@ time (20 ms per frame) unless --fast. Exit codes say what went wrong, for script
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import threading
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+from websockets.exceptions import ConnectionClosed
 
 from voice.client import ClientError, ClientOptions, ReceivedAudio, ServerError, VoiceClient
 from voice.codecs.resample import resample
@@ -361,20 +363,27 @@ async def _stream(client: VoiceClient, source: AsyncIterator[np.ndarray], args: 
             await asyncio.sleep(MARK_INTERVAL_S)
             played = player.update()
             if played != last:
-                await client.send_control(msg.PlaybackMark(played_samples=played))
+                try:
+                    await client.send_control(msg.PlaybackMark(played_samples=played))
+                except ConnectionClosed:
+                    return  # the session is over
                 last = played
 
     receiver = asyncio.create_task(receive())
     marks = asyncio.create_task(report_playback())
     try:
         async for chunk in source:
-            await client.send_audio(chunk)
             if receiver.done():
                 break
+            try:
+                await client.send_audio(chunk)
+            except ConnectionClosed:
+                break  # the server ended the session (the agent hung up): the receiver says how
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     if not receiver.done():
-        await client.end_input()
+        with contextlib.suppress(ConnectionClosed):
+            await client.end_input()
     try:
         await asyncio.wait_for(asyncio.shield(receiver), args.result_timeout_s)
     except TimeoutError:
