@@ -226,3 +226,11 @@ async def test_a_declined_live_data_question_at_a_confirmation_keeps_the_booking
     assert spoken.startswith(replies.CANNOT) and spoken.endswith("Shall I book it?")
     await say(agent, "Yes.", 3)
     assert [r["time"] for r in store.all()] == ["20:00"]
+
+
+async def test_a_call_of_a_tool_not_offered_this_turn_is_not_made(tmp_path):
+    agent, llm, _ = assistant_agent(tmp_path, '{"name": "add_reminder", "arguments": {"text": "umbrella", '
+                                              '"time": "09:00"}}', "Yes, take one.")
+    spoken, events = await say(agent, "I need an umbrella in Berlin today.")
+    assert [e for e in events if e.type == "tool_call"] == [] and spoken == "Yes, take one."
+    assert llm.requests[1][1].tools is None

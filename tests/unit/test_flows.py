@@ -322,7 +322,7 @@ async def test_a_made_up_tool_name_gets_a_direct_answer_without_the_tools_and_wi
                       "Why did the cat sit on the laptop? To keep an eye on the mouse.")
     agent = Agent(llm, toolbox=Toolbox([get_weather]), options=AgentOptions(route_tools=False))
     spoken, events = await say(agent, "tell me a joke")
-    assert [(e.ok, e.result["error"]) for e in events if e.type == "tool_result"] == [(False, "unknown_tool")]
+    assert [e for e in events if e.type in ("tool_call", "tool_result")] == []  # a tool it was not offered
     retry_messages, retry_options = llm.requests[1]
     assert retry_options.tools is None and retry_messages[-1] == {"role": "user", "content": "tell me a joke"}
     assert spoken.startswith("Why did the cat")

@@ -342,8 +342,11 @@ class Agent:
         if guard.dropped:
             log.info("not spoken: %s", guard.dropped)
         if parsed is not None and parsed.calls and tools:
-            calls = [ToolCall(self._next_id(turn), name, args) for name, args in parsed.calls]
-            async for item in self._do(t, turn, calls, grounded=False):
+            # only the tools offered this turn: unconstrained output (no grammar, or a bare call the
+            # lazy grammar never saw) may name another tool of the agent ("add_reminder" for an umbrella)
+            offered = {x.name for x in tools}
+            calls = [ToolCall(self._next_id(turn), name, args) for name, args in parsed.calls if name in offered]
+            async for item in self._do(t, turn, calls, grounded=False) if calls else self._llm(t, turn, []):
                 yield item
 
     async def _do(self, t: Turn, turn: int, calls: list[ToolCall], *, grounded: bool = True
