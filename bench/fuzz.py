@@ -55,6 +55,7 @@ class Tally:
 
     target: int = 0      # frames to send in all
     frames: int = 0
+    session_frames: int = 0  # of those, sent into a session that had answered READY
     connections: int = 0
     killed: int = 0
     errors: Counter = field(default_factory=Counter)      # ERROR codes the server sent
@@ -68,8 +69,8 @@ class Tally:
 # ---------------------------------------------------------------------- protocol fuzz
 
 
-async def drain(ws, tally: Tally) -> None:
-    """Read everything the server sends; count its ERROR codes."""
+async def drain(ws, tally: Tally, ready: asyncio.Event) -> None:
+    """Read everything the server sends; count its ERROR codes, note READY."""
     try:
         async for data in ws:
             if isinstance(data, bytes):
@@ -79,6 +80,8 @@ async def drain(ws, tally: Tally) -> None:
                     continue
                 if frame.type == MessageType.ERROR:
                     tally.errors[decode_error(frame.payload)[0]] += 1
+                elif frame.type == MessageType.READY:
+                    ready.set()
     except ConnectionClosed:
         pass
 
@@ -92,7 +95,8 @@ async def one_connection(url: str, rng: random.Random, tally: Tally, budget: int
         tally.closes["connect failed"] += 1
         return
     tally.connections += 1
-    reader = asyncio.create_task(drain(ws, tally))
+    ready = asyncio.Event()
+    reader = asyncio.create_task(drain(ws, tally, ready))
     try:
         hello, fmt = fuzzer.hello()
         if plan != "no_hello":
@@ -111,6 +115,7 @@ async def one_connection(url: str, rng: random.Random, tally: Tally, budget: int
                 return
             await ws.send(fuzzer.next(fmt))
             tally.frames += 1
+            tally.session_frames += ready.is_set()
             if gap_s or i % 20 == 0:
                 await asyncio.sleep(gap_s)
         await ws.close()
@@ -133,7 +138,10 @@ async def fuzz_protocol(url: str, frames: int, connections: int, rng: random.Ran
     async def worker(seed: int) -> None:
         local = random.Random(seed)
         while tally.frames < frames:
+            busy_before = tally.closes[4010]
             await one_connection(url, local, tally, min(local.randint(20, 600), frames - tally.frames + 1), gap_s)
+            if tally.closes[4010] > busy_before:
+                await asyncio.sleep(0.5)  # refused (SERVER_BUSY): back off a little, as a client should
 
     await asyncio.gather(*(worker(rng.getrandbits(64)) for _ in range(connections)))
     return time.monotonic() - started
@@ -229,18 +237,21 @@ class Neighbour:
         self._thread.start()
 
     def _read(self) -> None:
-        finals, errors = [], []
+        finals: dict[int, str] = {}  # utterance -> text, in arrival order
+        errors = []
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.admitted.set()  # READY is followed by the agent's first state event
             event = json.loads(line) if line.strip().startswith("{") else {}
-            if event.get("type") == "transcript_final" and event.get("text"):
-                finals.append(event["text"])
+            if event.get("type") == "transcript_final":
+                finals.pop(event.get("continues"), None)  # a continuation's text covers the earlier one
+                if event.get("text"):
+                    finals[event["utterance"]] = event["text"]
             elif event.get("type") == "error":
                 errors.append(event.get("name"))
         self.proc.wait()
         self.admitted.set()
-        heard = " ".join(finals)
+        heard = " ".join(finals.values())
         self.result = {"wer": wer(self.reference, heard), "words": len(normalize_text(self.reference).split()),
                        "exit_code": self.proc.returncode, "errors": errors, "heard": heard}
 
@@ -341,7 +352,8 @@ def run(folder: Path, *, frames: int, sip: int, connections: int, seed: int, cli
         gateway.stop()
         server.stop()
     return {
-        "seed": seed, "frames_sent": tally.frames, "connections": tally.connections, "killed": tally.killed,
+        "seed": seed, "frames_sent": tally.frames, "frames_into_sessions": tally.session_frames,
+        "connections": tally.connections, "killed": tally.killed,
         "frames_per_s": round(tally.frames / protocol_s, 1), "protocol_s": round(protocol_s, 1),
         "error_codes": {str(k): v for k, v in tally.errors.most_common()},
         "close_codes": {str(k): v for k, v in tally.closes.most_common()},
@@ -360,6 +372,7 @@ def print_table(r: dict) -> None:
     rows = [
         ("protocol frames sent", f"{r['frames_sent']} over {r['connections']} connections "
                                  f"({r['frames_per_s']} frames/s, {r['killed']} killed by us)"),
+        ("  of which into running sessions", str(r["frames_into_sessions"])),
         ("ERROR codes received", ", ".join(f"{k}: {v}" for k, v in r["error_codes"].items()) or "-"),
         ("close codes", ", ".join(f"{k}: {v}" for k, v in r["close_codes"].items())),
         ("SIP datagrams sent", str(r["sip_sent"])),
