@@ -234,3 +234,10 @@ async def test_a_call_of_a_tool_not_offered_this_turn_is_not_made(tmp_path):
     spoken, events = await say(agent, "I need an umbrella in Berlin today.")
     assert [e for e in events if e.type == "tool_call"] == [] and spoken == "Yes, take one."
     assert llm.requests[1][1].tools is None
+
+
+async def test_a_sum_after_a_tool_turn_is_still_worked_out_exactly(tmp_path):
+    agent, llm, _ = assistant_agent(tmp_path, '{"name": "get_weather", "arguments": {"city": "Rome"}}')
+    await say(agent, "Is it sunny in Rome today?", 1)
+    spoken, _ = await say(agent, "What is two plus three?", 2)
+    assert spoken == "2 plus 3 is 5." and len(llm.requests) == 1

@@ -241,13 +241,14 @@ class Agent:
         t.offered_action = any(x.consequential for x in tools)
         # a call is a must only when the user's own words named the tool's topic: a follow-up that
         # is offered the last turn's tool ("what is two plus three?" after the weather) stays free
-        t.must_call = any(rounds.triggered(x, t.text) for x in tools) and is_request(t.text)
-        if self.options.abilities and not any(x.triggers for x in tools) and (
+        named = any(rounds.triggered(x, t.text) for x in tools)  # a tool's topic is in the user's words
+        t.must_call = named and is_request(t.text)
+        if self.options.abilities and not named and (
                 asks_live_data(t.text) or (self.options.refuse_actions and is_action_request(t.text))):
             yield _Line(f"{replies.CANNOT} {self.options.abilities}")  # it could only make it up, or claim it
             if side is None and flow and (ask := flow.ask()):
                 yield _Line(ask)
-        elif not any(x.triggers for x in tools) and (sum_ := arithmetic.solve(t.text, self._last_value)):
+        elif not named and (sum_ := arithmetic.solve(t.text, self._last_value)):
             self._last_value = sum_.value  # "and if I take away thirty from that?"
             yield _Line(sum_.spoken)
             if side is None:
