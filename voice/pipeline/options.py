@@ -84,3 +84,26 @@ def resolve_options(requested: dict[str, Any], settings: Settings, current: Call
 def _defaults(settings: Settings) -> dict[str, BaseModel]:
     return {"vad": settings.vad.defaults, "barge_in": settings.agent.barge_in,
             "turn": settings.turn.defaults, "call": settings.agent.call}
+
+
+def turn_settings_in_state(turn: TurnDetectionSettings, state: Any) -> TurnDetectionSettings:
+    """A session's end-of-turn settings with a flow state's `turn:` overrides (its set fields)."""
+    if state is None:
+        return turn
+    return turn.model_copy(update={k: v for k, v in state.model_dump().items() if v is not None})
+
+
+def effective_vad(options: CallOptions, turn: TurnDetectionSettings, *, smart: bool,
+                  agent_speaking: bool) -> VadSettings:
+    """The VAD settings a call runs with now. Smart end of turn: the VAD's end-of-turn silence is the
+    turn's maximum (the detector ends complete turns sooner); a fixed silence: the turn's, if set.
+    While the agent speaks on a client with echo "raise", a higher threshold keeps its echo out."""
+    vad = options.vad
+    if turn.mode == "smart" and smart:
+        vad = vad.model_copy(update={"min_silence_ms": turn.effective_max_silence_ms})
+    elif turn.max_silence_ms is not None:
+        vad = vad.model_copy(update={"min_silence_ms": turn.max_silence_ms})
+    if agent_speaking and options.barge_in.echo == "raise":
+        vad = vad.model_copy(update={"threshold": max(vad.threshold, options.barge_in.raised_threshold),
+                                     "neg_threshold": None})
+    return vad

@@ -47,10 +47,10 @@ class ContinuationSettings(_Settings):
     """The user goes on after a pause that ended the turn, before the reply was heard: same turn."""
 
     enabled: bool = True
-    window_ms: float = Field(2000.0, ge=0)
-    """Speech that starts (as the VAD reports it, ~min_speech_ms in) this soon after the user's last
-    words may continue their turn: a pause, not an answer to the agent (that comes later: the agent
-    must have spoken for a while first)."""
+    window_ms: float = Field(3000.0, ge=0)
+    """Speech that starts this soon after the user's last words may continue their turn: a pause
+    (up to ~2.5 s: the VAD reports speech min_speech_ms in, and word edges are soft), not an answer
+    to the agent (that comes later: the agent must have spoken for a while first)."""
     max_heard_ms: float = Field(1500.0, ge=0)
     """...as long as the client has played no more than this of the reply (a few words: the user
     was not listening to it, they were finishing their sentence)."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,7 +46,6 @@ from voice.asr.listener import (
 from voice.asr.whisper import SAMPLE_RATE_HZ
 from voice.pipeline.events import (
     Backchannel,
-    CallEnding,
     CommitInput,
     EndOfInput,
     EndOfTurn,
@@ -66,16 +64,17 @@ from voice.pipeline.events import (
     UserDtmf,
     UserText,
 )
-from voice.pipeline.options import CallOptions
+from voice.pipeline.lifecycle import CallLifecycle
+from voice.pipeline.options import CallOptions, effective_vad, turn_settings_in_state
 from voice.pipeline.recording import CallRecorder
 from voice.pipeline.settings import ContinuationSettings
 from voice.pipeline.speaker import ReplySpeaker
+from voice.pipeline.timers import Timers
 from voice.pipeline.turn_metrics import ArrivalClock, TurnMetrics
+from voice.pipeline.words import is_backchannel, words
 
 log = logging.getLogger(__name__)
 
-_NOT_WORD = re.compile(r"[^\w' -]+")
-_REPEATS = re.compile(r"(\w)\1+")
 SILENCE_FOR_AUDIO_MODEL_MS = 100.0  # silence after the last word that the end-of-turn model hears
 
 
@@ -121,8 +120,7 @@ class TurnController:
         self.continuation = continuation or ContinuationSettings()
         self.hang_up = hang_up or HangUp()
         self.recorder = recorder             # the door records what it sends; we record what we hear
-        self.ended = asyncio.Event()        # the call is over (the agent ended it); the door closes
-        self.end_reason: str | None = None
+        self.life = CallLifecycle(self)     # greeting, re-prompts, goodbye, the end of the call
         self._arrivals = ArrivalClock()
         self._samples_in = 0
         self._open: set[int] = set()        # utterances between speech start and final
@@ -131,10 +129,7 @@ class TurnController:
         self._overlap: _Overlap | None = None
         self._last_turn: _Turn | None = None
         self._epoch = 0                      # early transcripts and drops so far (verdicts check it)
-        self._timers: dict[str, tuple[int, asyncio.TimerHandle, Any]] = {}
-        self._timer_count = 0
-        self._reprompts = 0
-        self._ending: str | None = None      # the call ends when the reply now being said is done
+        self.timers = Timers(inbox)
         self._input_ended_pending = False
         self._echo_raised = False
         self._judges: set[asyncio.Task[None]] = set()
@@ -190,13 +185,22 @@ class TurnController:
         self.inbox.put_nowait(event)
 
     @property
+    def ended(self) -> asyncio.Event:
+        """Set when the agent has ended the call; the door closes the connection."""
+        return self.life.ended
+
+    @property
+    def end_reason(self) -> str | None:
+        return self.life.end_reason
+
+    @property
     def busy(self) -> bool:
         """A turn is in flight: the user is mid-utterance, or the agent is answering."""
         return bool(self._open) or self.speaker.speaking or self.speaker.held
 
     async def run(self) -> None:
         """Handle input events until cancelled. A handler that fails is logged; the call goes on."""
-        self._begin_call()
+        self.life.begin()
         while True:
             event = await self.inbox.get()
             handler = self._handlers.get(type(event))
@@ -209,8 +213,7 @@ class TurnController:
                               extra={"session": self.session_id})
 
     async def aclose(self) -> None:
-        for _, handle, _ in self._timers.values():
-            handle.cancel()
+        self.timers.cancel_all()
         for task in self._judges:
             task.cancel()
         await asyncio.gather(*self._judges, return_exceptions=True)
@@ -222,14 +225,13 @@ class TurnController:
     def _on_speech_started(self, e: SpeechStarted) -> None:
         self._open.add(e.utterance)
         self._emit(e)
-        self._disarm("silence")
-        self._reprompts = 0
+        self.life.user_spoke()
         if self.speaker.speaking and self.options.barge_in.enabled:
             self._overlap = _Overlap(e.utterance, continues=self._continuable())
             waited_ms = self.options.vad.min_speech_ms  # the VAD already heard this much speech
             wait_ms = max(0.0, self.options.barge_in.min_speech_ms - waited_ms)
             # the user is likely finishing the sentence the reply jumped in on: quiet at once
-            self._arm("overlap", 0.0 if self._overlap.continues else wait_ms / 1000, e.utterance)
+            self.timers.arm("overlap", 0.0 if self._overlap.continues else wait_ms / 1000, e.utterance)
 
     def _on_speech_stopped(self, e: SpeechStopped) -> None:
         self._stopped_at[e.utterance] = time.monotonic()
@@ -238,39 +240,46 @@ class TurnController:
     def _on_partial(self, e: PartialTranscript) -> None:
         self._emit(e)
         overlap = self._overlap
-        if overlap and overlap.utterance == e.utterance and overlap.paused and self._words(e.text) \
-                and not self._is_backchannel(e.text):
+        if overlap and overlap.utterance == e.utterance and overlap.paused and words(e.text) \
+                and not is_backchannel(e.text, self.options.barge_in.backchannels):
             self._cut_by(overlap)  # real words over the agent: the user takes the turn
 
     def _on_final(self, e: FinalTranscript) -> None:
         self._close_utterance(e)
         self._emit(e)
-        overlap, self._overlap = (self._overlap, None) if self._overlap and self._overlap.utterance == e.utterance \
-            else (None, self._overlap)
-        if overlap is not None and self.speaker.speaking and self._is_backchannel(e.text) and (
-                not self._words(e.text) or self.speaker.remaining_ms() >= self.options.barge_in.answer_within_ms):
-            self._disarm("overlap_decide")
+        overlap = self._overlap if self._overlap and self._overlap.utterance == e.utterance else None
+        if overlap is not None:
+            self._overlap = None
+        if overlap is not None and self._lets_the_reply_go_on(e.text):
+            self.timers.disarm("overlap_decide")
             self.speaker.resume()
             self._emit(Backchannel(utterance=e.utterance, text=e.text, resumed=overlap.paused))
             metrics.BACKCHANNELS.inc()
             return
         if not self.options.call.answer_turns:  # the client asks for answers (Realtime create_response off)
-            if overlap is not None and self._words(e.text):
+            if overlap is not None and words(e.text):
                 self.interrupt("barge_in")
-        elif overlap is not None and self._words(e.text) and self._retract_for(overlap):
+        elif overlap is not None and words(e.text) and self._retract_for(overlap):
             text = f"{overlap.continues.text} {e.text}"  # the utterance is closed: join the words
             self._take_turn(text, self._turn_metrics(e.end_ms), "continuation", utterance=e.utterance)
-        elif self._words(e.text) and self._went_on(e.utterance):
+        elif words(e.text) and self._went_on(e.utterance):
             self._drop_prepared()  # the user is already speaking again: one turn, decoded as one
-        elif self._words(e.text):
+        elif words(e.text):
             if not self._commit_prepared(e):
                 m = self._turn_metrics(e.end_ms)
                 m.stamp("final_transcript")
                 self._take_turn(e.text, m, "barge_in", utterance=e.utterance)
         else:
             self._drop_prepared()
-            self._after_quiet()
+            self.life.after_quiet()
         self._maybe_input_ended()
+
+    def _lets_the_reply_go_on(self, text: str) -> bool:
+        """Speech over the reply that is a backchannel or no words at all — unless the reply is nearly
+        over: then a "yeah" answers the question it ends with."""
+        barge = self.options.barge_in
+        return self.speaker.speaking and is_backchannel(text, barge.backchannels) and (
+            not words(text) or self.speaker.remaining_ms() >= barge.answer_within_ms)
 
     def _close_utterance(self, e: FinalTranscript) -> None:
         self._open.discard(e.utterance)
@@ -317,11 +326,11 @@ class TurnController:
         if wait_ms <= 0:
             self.listener.end_turn(e.utterance)
         else:
-            self._arm("end_turn", wait_ms / 1000, e.utterance)
+            self.timers.arm("end_turn", wait_ms / 1000, e.utterance)
 
     def _on_early_dropped(self, e: EarlyDropped) -> None:
         self._epoch += 1
-        self._disarm("end_turn")
+        self.timers.disarm("end_turn")
         if self._prepared is not None and self._prepared[0] == e.utterance:
             self._drop_prepared()
             log.debug("prepared reply dropped: the user spoke on", extra={"session": self.session_id})
@@ -379,8 +388,8 @@ class TurnController:
         if cut is None:
             return False
         self._overlap = None
-        self._disarm("overlap")
-        self._disarm("overlap_decide")
+        self.timers.disarm("overlap")
+        self.timers.disarm("overlap_decide")
         self._emit(cut)
         self._last_turn = None
         metrics.CONTINUATIONS.inc()
@@ -415,7 +424,7 @@ class TurnController:
         self._drop_prepared()
         self.interrupt("client")
         self.speaker.audio = e.audio
-        self._disarm("silence")
+        self.timers.disarm("silence")
         self.speaker.start(e.text, TurnMetrics(0, speech_end=time.monotonic()))
         self._last_turn = None
 
@@ -438,7 +447,7 @@ class TurnController:
         """The user has the turn: whatever the agent was saying or preparing stops; answer `text`."""
         self._drop_prepared()
         self.interrupt(reason)
-        self._disarm("silence")
+        self.timers.disarm("silence")
         turn = self.speaker.start(text, m)
         if utterance is not None:
             self._last_turn = _Turn(utterance, text, turn, m.speech_end or time.monotonic())
@@ -446,7 +455,7 @@ class TurnController:
     def interrupt(self, reason: str) -> None:
         """The one way a reply is cut: stop it, tell the client (it flushes), keep what was heard."""
         self._overlap = None
-        self._disarm("overlap")
+        self.timers.disarm("overlap")
         cut = self.speaker.cut(reason)
         if cut is None:
             return
@@ -460,81 +469,21 @@ class TurnController:
             return
         self._emit(ReplyEnded(e.turn, e.completed))
         self._apply_turn_settings()  # the flow may be in a state with its own turn settings
-        if e.completed and self._ending is None and self._should_end():
-            self._ending = "hang_up" if self.hang_up.requested else "goodbye"
-        if e.completed and self._ending is not None:
-            self._finish_call(self._ending)
-        elif e.completed:
-            self._after_quiet()
+        if e.completed:
+            self.life.reply_done()
         self._maybe_input_ended()
 
-    def _should_end(self) -> bool:
-        flow = self.speaker.agent.flow
-        return self.hang_up.requested or bool(flow is not None and flow.state.end_call)
-
-    # ------------------------------------------------------------------ the call
-
-    def _begin_call(self) -> None:
-        call = self.options.call
-        consent = self.recorder.settings.consent_line if self.recorder is not None else None
-        if first := " ".join(line for line in (consent, call.greeting) if line):
-            self.speaker.say(first)
-        else:
-            self._after_quiet()
-        if call.max_call_s is not None:
-            self._arm("max_call", call.max_call_s)
-
-    def _after_quiet(self) -> None:
-        """The agent finished and nobody speaks: wait for the user, re-prompt if they stay silent."""
-        after = self.options.call.reprompt_after_s
-        if after is not None and not self.busy and self._ending is None:
-            self._arm("silence", after)
-
-    def _on_silence(self) -> None:
-        if self.busy or self._ending is not None:
-            return
-        call = self.options.call
-        if self._reprompts >= call.max_reprompts:
-            self._say_goodbye(call.no_response_line, "no_response")
-        else:
-            self._reprompts += 1
-            self.speaker.say(call.reprompt_line)
-
-    def _say_goodbye(self, line: str, reason: str) -> None:
+    def cancel_turn(self, reason: str) -> None:
+        """Nothing the agent was saying or preparing goes on (the call is ending)."""
         self._drop_prepared()
-        self.interrupt("call_end")
-        self._ending = reason
-        self.speaker.say(line)
-
-    def _finish_call(self, reason: str) -> None:
-        """Tell the client, let it play what it has, then end (the door closes the connection)."""
-        self._disarm("silence")
-        self._disarm("max_call")
-        self._emit(CallEnding(reason=reason))
-        self.end_reason = reason
-        metrics.CALLS_ENDED.labels(reason).inc()
-        asyncio.get_running_loop().call_later(self.options.call.end_grace_ms / 1000, self.ended.set)
+        self.interrupt(reason)
 
     # ------------------------------------------------------------------ timers
 
-    def _arm(self, name: str, delay_s: float, data: Any = None) -> None:
-        self._disarm(name)
-        self._timer_count += 1
-        event = TimerFired(name, self._timer_count)
-        handle = asyncio.get_running_loop().call_later(delay_s, self.inbox.put_nowait, event)
-        self._timers[name] = (self._timer_count, handle, data)
-
-    def _disarm(self, name: str) -> None:
-        armed = self._timers.pop(name, None)
-        if armed is not None:
-            armed[1].cancel()
-
     def _on_timer(self, e: TimerFired) -> None:
-        armed = self._timers.get(e.name)
-        if armed is None or armed[0] != e.token:
+        live, data = self.timers.take(e)
+        if not live:
             return  # disarmed or re-armed since
-        del self._timers[e.name]
-        data = armed[2]
         if e.name == "end_turn":
             self.listener.end_turn(data)
         elif e.name == "overlap":
@@ -543,9 +492,9 @@ class TurnController:
             if self._overlap is not None and self._overlap.utterance == data and self._user_speaking():
                 self._cut_by(self._overlap)
         elif e.name == "silence":
-            self._on_silence()
-        elif e.name == "max_call" and self._ending is None:
-            self._say_goodbye(self.options.call.max_call_line, "max_duration")
+            self.life.silence()
+        elif e.name == "max_call":
+            self.life.max_duration()
 
     def _on_overlap(self, utterance: int) -> None:
         """Speech over the agent lasted min_speech_ms: pause (to find out) or cut."""
@@ -559,7 +508,7 @@ class TurnController:
             return
         overlap.paused = True
         self.speaker.pause()
-        self._arm("overlap_decide", max(0.0, barge.decide_after_ms - barge.min_speech_ms) / 1000, utterance)
+        self.timers.arm("overlap_decide", max(0.0, barge.decide_after_ms - barge.min_speech_ms) / 1000, utterance)
 
     # ------------------------------------------------------------------ helpers
 
@@ -575,25 +524,13 @@ class TurnController:
 
     def _turn_settings(self) -> TurnDetectionSettings:
         """The session's end-of-turn settings, with the current flow state's overrides."""
-        turn = self.options.turn
         flow = self.speaker.agent.flow
-        state = flow.state.turn if flow is not None else None
-        if state is None:
-            return turn
-        return turn.model_copy(update={k: v for k, v in state.model_dump().items() if v is not None})
+        return turn_settings_in_state(self.options.turn, flow.state.turn if flow is not None else None)
 
     def _apply_turn_settings(self) -> None:
-        """VAD and detector settings for now: the maximum silence, and the raised threshold while the
-        agent speaks on a client without echo cancellation."""
+        """VAD and detector settings for now: the flow state's, the echo policy's while the agent speaks."""
         turn = self._turn_settings()
-        vad = self.options.vad
-        if turn.mode == "smart" and self.detector is not None:
-            vad = vad.model_copy(update={"min_silence_ms": turn.effective_max_silence_ms})
-        elif turn.max_silence_ms is not None:
-            vad = vad.model_copy(update={"min_silence_ms": turn.max_silence_ms})
-        if self._echo_raised:
-            vad = vad.model_copy(update={"threshold": max(vad.threshold, self.options.barge_in.raised_threshold),
-                                         "neg_threshold": None})
+        vad = effective_vad(self.options, turn, smart=self.detector is not None, agent_speaking=self._echo_raised)
         if vad != self.listener.vad_settings:
             self.listener.update_vad(vad)
         if self.detector is not None:
@@ -603,22 +540,3 @@ class TurnController:
         """A turn's metrics, timed from the wall time its last speech sample (VAD end less the
         padding) arrived."""
         return TurnMetrics(0, speech_end=self._arrivals.time_of(end_ms - self.listener.vad_settings.speech_pad_ms))
-
-    @staticmethod
-    def _words(text: str) -> list[str]:
-        return _NOT_WORD.sub(" ", text.lower()).split()
-
-    def _is_backchannel(self, text: str) -> bool:
-        """Nothing but backchannel words ("mm-hmm", "yeah, okay", "hmmmm"), or no words at all (a
-        noise). Letters held long ("hmmmm", "ohhh") compare as one."""
-        phrase = _squeeze(" ".join(self._words(text)))
-        if not phrase:
-            return True
-        known = {_squeeze(b) for b in self.options.barge_in.backchannels}
-        return phrase in known or all(word in known for word in phrase.replace("-", " ").split())
-
-
-def _squeeze(text: str) -> str:
-    """Runs of one letter as one letter: "hmmmm" and "hmm" are the same backchannel."""
-    return _REPEATS.sub(r"\1", text)
-
