@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -53,7 +54,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from asr_latency import last_speech_sample  # noqa: E402
 from common import RESULTS, machine, print_table, summary, write_results  # noqa: E402
-from speech_data import librivox_clips, load_wav_16k, normalize_text  # noqa: E402
+from speech_data import librivox_clips, load_wav_16k  # noqa: E402
 from turn_detector import SNAP_MS, _quietest  # noqa: E402
 from voice_to_voice import speech, start_server_in  # noqa: E402
 
@@ -67,7 +68,7 @@ TARGET_PAUSES_S = (0.7, 1.2)  # the issue's range for "≤ 1 false cut-off in 12
 MODES = {"smart": {"turn": {"mode": "smart"}},
          "silence-500": {"turn": {"mode": "silence", "max_silence_ms": 500}}}
 SESSION_TIMEOUT_S = 90.0
-SET_VERSION = 1  # bump when the way the set is built changes (the /tmp cache is keyed on it)
+SET_VERSION = 2  # bump when the way the set is built changes (the /tmp cache is keyed on it)
 
 #: Requests a caller makes, ending in a place, number or time; none is in tests/ (written before
 #: any run). Spoken with a pause inside.
@@ -183,9 +184,9 @@ def cached_set() -> list[Utterance]:
                          .encode()).hexdigest()[:16]
     path = Path(tempfile.gettempdir()) / f"turn_taking_set_{key}.pkl"
     if path.is_file():
-        return pickle.loads(path.read_bytes())
+        return [Utterance(**fields) for fields in pickle.loads(path.read_bytes())]
     items = build_set()
-    path.write_bytes(pickle.dumps(items))
+    path.write_bytes(pickle.dumps([dataclasses.asdict(u) for u in items]))  # plain data: any importer reads it
     return items
 
 
@@ -241,10 +242,50 @@ async def run_session(url: str, utt: Utterance, options: dict) -> Session:
 # ---------------------------------------------------------------------------- what happened
 
 
-def coverage(reference: str, transcript: str) -> float:
-    """Share of the reference's words found in the transcript (order ignored; Whisper differs)."""
-    ref, got = normalize_text(reference).split(), set(normalize_text(transcript).split())
-    return sum(w in got for w in ref) / len(ref) if ref else 1.0
+def stream_ms(sample: int) -> float:
+    """Position of an utterance's sample in the session's input stream (the lead included), ms;
+    the server's transcript_final start_ms / end_ms are positions on the same scale."""
+    return (LEAD_S * RATE_HZ + sample) * 1000 / RATE_HZ
+
+
+def agent_turns(events: list[tuple[float, dict]]) -> dict[int, dict]:
+    """Each agent turn: the user's words it answered (text, utterance, [start_ms, end_ms] of input
+    audio), its reply, how it ended. A turn answers the last final before it; after a continuation
+    whose final has no `continues` (the server joined the words itself), the retracted turn's words
+    and that final's."""
+    turns: dict[int, dict] = {}
+    final: dict = {}
+    retracted: dict | None = None
+    for t, e in events:
+        kind, n = e.get("type"), e.get("turn")
+        if kind == "transcript_final" and e.get("text", "").strip():
+            final = e
+            continue
+        if kind not in ("agent_text", "interrupted", "turn_metrics"):
+            continue
+        if n not in turns:
+            turns[n] = asked(final, retracted) | {"first_event_s": t}
+            retracted = None
+        if kind == "agent_text" and e.get("final"):
+            turns[n]["reply"] = e["text"]
+        elif kind == "interrupted":
+            turns[n]["interrupted"] = e.get("reason")
+            retracted = turns[n] if e.get("reason") == "continuation" else None
+        elif kind == "turn_metrics":
+            turns[n]["voice_to_voice_ms"] = e["stages_ms"].get("voice_to_voice")
+    return turns
+
+
+def asked(final: dict, retracted: dict | None) -> dict:
+    if not final:
+        return {"transcript": "", "utterance": None, "span_ms": None}
+    own = {"transcript": final["text"], "utterance": final.get("utterance"),
+           "span_ms": [final.get("start_ms"), final.get("end_ms")]}
+    if retracted is None or final.get("continues") is not None or final.get("utterance") == retracted["utterance"] \
+            or retracted["span_ms"] is None:
+        return own
+    return {"transcript": f"{retracted['transcript']} {final['text']}", "utterance": final.get("utterance"),
+            "span_ms": [retracted["span_ms"][0], final.get("end_ms")], "joined_without_continues": True}
 
 
 def analyse(utt: Utterance, rec: Session) -> dict:
@@ -252,40 +293,30 @@ def analyse(utt: Utterance, rec: Session) -> dict:
     t_end = rec.sent_at(utt.end_sample - 1)
     t_resume = rec.sent_at(utt.resume_at) if utt.kind == "paused" else None
     t_pause = rec.sent_at(utt.pause_from - 1) if utt.kind == "paused" else None
-    turns: dict[int, dict] = {}
-    heard_text, decisions, continuations = "", [], []
     first_audio = rec.audio[0][0] if rec.audio else None
+    turns = agent_turns(rec.events)
+    continuations = [{"t_s": t, "audible": first_audio is not None and first_audio < t} for t, e in rec.events
+                     if e.get("type") == "interrupted" and e.get("reason") == "continuation"]
+    decisions = []
     for t, e in rec.events:
-        kind = e.get("type")
-        if kind == "transcript_final" and e.get("text", "").strip():
-            heard_text = e["text"]
-        elif kind == "agent_text":
-            turn = turns.setdefault(e["turn"], {"transcript": heard_text, "first_text_s": t})
-            if e.get("final"):
-                turn["reply"] = e["text"]
-        elif kind == "interrupted":
-            turns.setdefault(e["turn"], {"transcript": heard_text})["interrupted"] = e.get("reason")
-            if e.get("reason") == "continuation":
-                continuations.append({"t_s": t, "audible": first_audio is not None and first_audio < t})
-        elif kind == "turn_metrics":
-            turns.setdefault(e["turn"], {"transcript": heard_text})["voice_to_voice_ms"] = \
-                e["stages_ms"].get("voice_to_voice")
-        elif kind == "end_of_turn":
+        if e.get("type") == "end_of_turn":
             where = "end" if t >= t_end else "pause" if t_pause is not None and t_pause <= t <= t_resume + 0.5 \
                 else "other"
-            decisions.append({"where": where, "t_s": round(t, 3), **{k: e.get(k) for k in (
-                "complete", "probability", "audio_probability", "reason", "wait_ms")}})
+            decisions.append({"where": where, "t_s": round(t, 3), "after_speech_end_ms": round((t - t_end) * 1000),
+                              **{k: e.get(k) for k in ("complete", "probability", "audio_probability", "reason",
+                                                       "wait_ms")}})
     answered = [n for n, x in sorted(turns.items()) if "reply" in x and not x.get("interrupted")]
     last = turns[answered[-1]] if answered else {}
     after_end = [t for t, _ in rec.audio if t >= t_end]
     out = {
         "name": utt.name, "kind": utt.kind, "pause_s": utt.pause_s, "text": utt.text,
         "answered_turns": len(answered), "answered_transcript": last.get("transcript"),
-        "reply": last.get("reply"), "turns": turns, "continuations": continuations,
-        "end_of_turn": decisions, "first_audio_s": first_audio, "speech_end_s": round(t_end, 3),
-        "latency_ms": (after_end[0] - t_end) * 1000 if after_end else None,
+        "answered_span_ms": last.get("span_ms"), "reply": last.get("reply"), "turns": turns,
+        "continuations": continuations, "end_of_turn": decisions, "first_audio_s": first_audio,
+        "speech_end_s": round(t_end, 3), "latency_ms": (after_end[0] - t_end) * 1000 if after_end else None,
         "server_voice_to_voice_ms": last.get("voice_to_voice_ms"),
         "early_audio": first_audio is not None and first_audio < t_end,
+        "joined_without_continues": any(x.get("joined_without_continues") for x in turns.values()),
     }
     if utt.kind == "paused":
         out |= paused_verdict(utt, rec, out, t_pause, t_resume, t_end)
@@ -293,18 +324,27 @@ def analyse(utt: Utterance, rec: Session) -> dict:
 
 
 def paused_verdict(utt: Utterance, rec: Session, out: dict, t_pause: float, t_resume: float, t_end: float) -> dict:
-    transcript = out["answered_transcript"] or ""
+    """Cut off or not. Whether the answer covered both halves is read from the input audio its
+    words came from (span_ms, ±200 ms of VAD padding), not from Whisper's words, which differ
+    between decodes."""
     reasons = []
     if out["first_audio_s"] is not None and out["first_audio_s"] < t_resume:
         reasons.append("reply audio before the user went on")
     if out["answered_turns"] > 1:
         reasons.append(f"{out['answered_turns']} turns answered")
-    if out["answered_turns"] and coverage(utt.second_half, transcript) < 0.5:
-        reasons.append("answered transcript lacks the second half")
-    if out["answered_turns"] and coverage(utt.first_half, transcript) < 0.5:
-        reasons.append("answered transcript lacks the first half")
+    span = out["answered_span_ms"]
+    if out["answered_turns"] and span and None not in span:
+        if span[1] < stream_ms(utt.end_sample) - 200:
+            reasons.append("answered transcript lacks the second half")
+        if span[0] > stream_ms(utt.pause_from) - 200:
+            reasons.append("answered transcript lacks the first half")
     overlap_ms = sum(d for t, d in rec.audio if t_resume <= t <= t_end) * 1000
-    return {"first_half": utt.first_half, "second_half": utt.second_half, "pause_from_s": round(t_pause, 3),
+    # the end-of-turn decision alone: a final of the first half means the turn was ended at the pause
+    # (what the old server, without continuation, answered as a turn of its own)
+    ended_at_pause = any(e.get("type") == "transcript_final" and e.get("text", "").strip()
+                         and (e.get("end_ms") or 0) < stream_ms(utt.resume_at) for _, e in rec.events)
+    return {"ended_at_pause": ended_at_pause,
+            "first_half": utt.first_half, "second_half": utt.second_half, "pause_from_s": round(t_pause, 3),
             "resume_s": round(t_resume, 3), "gap_ms": round((utt.resume_at - utt.pause_from) * 1000 / RATE_HZ),
             "false_cutoff": bool(reasons), "cutoff_reasons": reasons, "audible_overlap_ms": round(overlap_ms)}
 
@@ -367,12 +407,14 @@ def cutoff_counts(runs: list[dict]) -> dict:
             key = why if "turns answered" not in why else "more than one turn answered"
             reasons[key] = reasons.get(key, 0) + 1
     conts = [c for r in runs for c in r["continuations"]]
-    return {"n": n, "false_cutoffs": cut, "false_cutoff_rate": cut / n if n else None, "reasons": reasons,
+    return {"n": n, "ended_at_pause": sum(r["ended_at_pause"] for r in runs),
+            "false_cutoffs": cut, "false_cutoff_rate": cut / n if n else None, "reasons": reasons,
             "audible_overlaps": sum(r["audible_overlap_ms"] > 0 for r in runs),
             "audible_overlap_ms": summary([r["audible_overlap_ms"] for r in runs if r["audible_overlap_ms"] > 0]),
             "continuations": len(conts), "continuations_silent": sum(not c["audible"] for c in conts),
             "continuations_audible": sum(c["audible"] for c in conts),
             "unanswered": sum(r["answered_turns"] == 0 for r in runs),
+            "continuation_finals_without_continues": sum(r["joined_without_continues"] for r in runs),
             "cut_off": [r["name"] for r in runs if r["false_cutoff"]]}
 
 
@@ -390,7 +432,10 @@ def decisions(runs: list[dict]) -> dict:
         out[where] = {"n": len(ds), "complete": sum(bool(d["complete"]) for d in ds),
                       "probability": summary([d["probability"] for d in ds if d["probability"] is not None]),
                       "audio_probability": summary([d["audio_probability"] for d in ds
-                                                    if d["audio_probability"] is not None])}
+                                                    if d["audio_probability"] is not None]),
+                      # how long after the last speech sample a "complete" verdict came (end only)
+                      "complete_after_speech_end_ms": summary([d["after_speech_end_ms"] for d in ds
+                                                               if d["complete"] and where == "end"])}
     return out
 
 
@@ -406,7 +451,9 @@ def summarise(runs: list[dict]) -> dict:
             "complete": {**latency(complete), "n": len(complete),
                          "answered_once": sum(r["answered_turns"] == 1 for r in complete),
                          "early_audio": sum(r["early_audio"] for r in complete)},
-            "paused_end_to_audio": latency(paused), "end_of_turn": decisions(mine)}
+            # a cut-off's first audio after the end may be the tail of the reply to the first half
+            "paused_end_to_audio": latency([r for r in paused if not r["false_cutoff"]]),
+            "end_of_turn": decisions(mine)}
     return {"modes": by_mode, "ratios_smart_vs_silence_500": ratios(by_mode),
             "failed_sessions": [f"{r['name']} {r['mode']}: {r['error']}" for r in runs if "error" in r]}
 
@@ -429,20 +476,24 @@ def print_report(s: dict) -> None:
     modes = s["modes"]
     rows = []
     for mode, m in modes.items():
-        rows += [(f"{mode}: complete, speech end -> first audio", m["complete"]["client_ms"]),
+        rows += [(f"{mode}: complete, end -> first audio", m["complete"]["client_ms"]),
                  (f"{mode}: complete, server voice_to_voice", m["complete"]["server_voice_to_voice_ms"]),
-                 (f"{mode}: paused, speech end -> first audio", m["paused_end_to_audio"]["client_ms"])]
+                 (f"{mode}: paused (no cut-off), end -> audio", m["paused_end_to_audio"]["client_ms"])]
     print_table("Turn-taking latency (client clock; server turn_metrics)", rows)
-    print(f"\n{'paused utterances':34} {'n':>3} {'cut-off':>8} {'overlap':>8} {'cont.':>6} {'silent':>7} "
-          f"{'unans.':>7}")
+    print(f"\n{'paused utterances':26} {'n':>3} {'ended at pause':>15} {'cut-off':>8} {'overlap':>8} {'cont.':>6} "
+          f"{'silent':>7} {'unans.':>7}")
     for mode, m in modes.items():
         for label, c in (("0.7-1.2 s", m["paused_target_range"]), ("all", m["paused_all"])):
-            print(f"{mode + ' ' + label:34} {c['n']:>3} {c['false_cutoffs']:>8} {c['audible_overlaps']:>8} "
-                  f"{c['continuations']:>6} {c['continuations_silent']:>7} {c['unanswered']:>7}")
+            print(f"{mode + ' ' + label:26} {c['n']:>3} {c['ended_at_pause']:>15} {c['false_cutoffs']:>8} "
+                  f"{c['audible_overlaps']:>8} {c['continuations']:>6} {c['continuations_silent']:>7} "
+                  f"{c['unanswered']:>7}")
     print(f"\n{'end_of_turn (smart)':20} {'n':>4} {'complete':>9} {'P p50':>7} {'audio P p50':>12}")
     for where, d in modes["smart"]["end_of_turn"].items():
         print(f"{where:20} {d['n']:>4} {d['complete']:>9} {d['probability']['p50']:>7.2f} "
               f"{d['audio_probability']['p50']:>12.2f}")
+    late = modes["smart"]["end_of_turn"]["end"]["complete_after_speech_end_ms"]
+    print(f"a 'complete' verdict at the true end came {late['p50']:.0f} ms (p50) / {late['p95']:.0f} ms (p95) "
+          "after the last speech sample was sent")
     print("\nratios smart / silence-500: " + ", ".join(
         f"{k} {v:.2f}" if v is not None else f"{k} -" for k, v in s["ratios_smart_vs_silence_500"].items()))
 

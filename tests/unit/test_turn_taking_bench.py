@@ -39,8 +39,13 @@ def session(bench, events, audio_at):
     return rec
 
 
-def final(text, utterance=1, continues=None):
-    return {"type": "transcript_final", "utterance": utterance, "text": text, "continues": continues}
+#: input-stream positions (ms) of the halves: speech 500-1500, pause, speech 2500-3500 (+200 ms VAD padding)
+WHOLE, FIRST, SECOND = (300.0, 3700.0), (300.0, 1700.0), (2300.0, 3700.0)
+
+
+def final(text, utterance=1, continues=None, span=WHOLE):
+    return {"type": "transcript_final", "utterance": utterance, "text": text, "continues": continues,
+            "start_ms": span[0], "end_ms": span[1]}
 
 
 def reply(turn, text="Sure."):
@@ -50,21 +55,23 @@ def reply(turn, text="Sure."):
 def test_one_answered_turn_with_both_halves_is_no_cut_off_and_latency_runs_from_the_last_speech(bench):
     rec = session(bench, [(3.9, final("Book a table for two on Friday.")), (4.0, reply(1))], [4.0, 4.02])
     r = bench.analyse(paused(bench), rec)
-    assert not r["false_cutoff"] and r["answered_turns"] == 1
+    assert not r["false_cutoff"] and r["answered_turns"] == 1 and not r["ended_at_pause"]
     assert r["latency_ms"] == pytest.approx((4.0 - rec.sent_at(3 * RATE_HZ - 1)) * 1000)
 
 
 def test_a_continuation_before_any_reply_audio_is_silent_and_no_cut_off(bench):
-    events = [(2.0, final("Book a table.")), (2.1, {"type": "agent_text", "turn": 1, "text": "Sure", "final": False}),
+    events = [(2.0, final("Book a table.", span=FIRST)),
+              (2.1, {"type": "agent_text", "turn": 1, "text": "Sure", "final": False}),
               (2.7, {"type": "interrupted", "turn": 1, "played_ms": 0, "reason": "continuation"}),
               (3.9, final("Book a table for two on Friday.", 2, continues=1)), (4.0, reply(2))]
     r = bench.analyse(paused(bench), session(bench, events, [4.1]))
-    assert not r["false_cutoff"]
+    assert not r["false_cutoff"] and r["ended_at_pause"]  # the turn ended at the pause; nobody heard it
     assert r["continuations"] == [{"t_s": 2.7, "audible": False}]
 
 
 def test_reply_audio_before_the_user_went_on_is_a_cut_off_even_when_taken_back(bench):
-    events = [(2.0, final("Book a table.")), (2.2, {"type": "interrupted", "turn": 1, "reason": "continuation"}),
+    events = [(2.0, final("Book a table.", span=FIRST)),
+              (2.2, {"type": "interrupted", "turn": 1, "reason": "continuation"}),
               (3.9, final("Book a table for two on Friday.", 2, continues=1)), (4.0, reply(2))]
     r = bench.analyse(paused(bench), session(bench, events, [2.1, 4.1]))
     assert r["false_cutoff"] and r["cutoff_reasons"] == ["reply audio before the user went on"]
@@ -72,7 +79,8 @@ def test_reply_audio_before_the_user_went_on_is_a_cut_off_even_when_taken_back(b
 
 
 def test_audio_while_the_second_half_is_spoken_is_an_audible_overlap(bench):
-    events = [(2.4, final("Book a table.")), (2.9, {"type": "interrupted", "turn": 1, "reason": "continuation"}),
+    events = [(2.4, final("Book a table.", span=FIRST)),
+              (2.9, {"type": "interrupted", "turn": 1, "reason": "continuation"}),
               (3.9, final("Book a table for two on Friday.", 2, continues=1)), (4.0, reply(2))]
     r = bench.analyse(paused(bench), session(bench, events, [2.6, 2.62, 2.64, 4.1]))
     assert not r["false_cutoff"]  # heard only after the user went on: an overlap, reported apart
@@ -80,8 +88,8 @@ def test_audio_while_the_second_half_is_spoken_is_an_audible_overlap(bench):
 
 
 def test_two_answered_turns_or_a_half_transcript_are_cut_offs(bench):
-    events = [(2.0, final("Book a table.")), (2.2, reply(1)), (3.9, final("For two on Friday.", 2)),
-              (4.0, reply(2))]
+    events = [(2.0, final("Book a table.", span=FIRST)), (2.2, reply(1)),
+              (3.9, final("For two on Friday.", 2, span=SECOND)), (4.0, reply(2))]
     r = bench.analyse(paused(bench), session(bench, events, [4.1]))
     assert r["false_cutoff"]
     assert r["cutoff_reasons"] == ["2 turns answered", "answered transcript lacks the first half"]
@@ -93,3 +101,20 @@ def test_end_of_turn_verdicts_are_placed_at_the_pause_or_at_the_true_end(bench):
               (4.0, reply(1))]
     r = bench.analyse(paused(bench), session(bench, events, [4.1]))
     assert [(d["where"], d["complete"]) for d in r["end_of_turn"]] == [("pause", False), ("end", True)]
+
+
+def test_a_half_answered_alone_is_a_cut_off_whatever_the_words(bench):
+    events = [(2.0, final("Well, it's no.", span=FIRST)), (2.1, reply(1))]
+    r = bench.analyse(paused(bench), session(bench, events, [4.1]))
+    assert r["cutoff_reasons"] == ["answered transcript lacks the second half"]
+
+
+def test_a_continuation_final_without_continues_answers_both_utterances_joined(bench):
+    """The server joins the words itself when the continuing final came while its reply was out."""
+    events = [(2.0, final("Book a table.", 0, span=FIRST)), (2.1, reply(1)),
+              (3.9, final("For two on Friday.", 1, span=SECOND)),
+              (3.9, {"type": "interrupted", "turn": 1, "played_ms": 0.0, "reason": "continuation"}),
+              (4.5, reply(2))]
+    r = bench.analyse(paused(bench), session(bench, events, [4.6]))
+    assert not r["false_cutoff"] and r["joined_without_continues"]
+    assert r["answered_transcript"] == "Book a table. For two on Friday."
