@@ -35,6 +35,7 @@ from voice.pipeline.events import AgentText, Interrupted, TurnMetricsReport
 from voice.pipeline.turn_metrics import TurnMetrics
 from voice.tts.base import TtsEngine
 from voice.tts.chunker import ChunkerSettings, TextChunker
+from voice.tts.normalize import speakable
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +291,8 @@ class ReplySpeaker:
         """One chunker piece through TTS into the pacer; the pacer sends while we synthesize on."""
         if not self.audio:
             return
-        async with contextlib.aclosing(self.tts.synthesize(piece)) as chunks:
+        # the voice says "six thirty pm" for "6:30 pm"; the text shown and kept stays as written
+        async with contextlib.aclosing(self.tts.synthesize(speakable(piece))) as chunks:
             async for audio in chunks:
                 m.stamp("first_tts_audio")
                 self.pacer.enqueue(self.audio_out.push(audio, self.tts.sample_rate_hz))
