@@ -102,7 +102,7 @@ ADMISSION_TURN_P95 = Gauge("voice_admission_turn_p95_seconds",
                            "Server-side voice-to-voice p95 of the turns of the last server.admission.turn_window_s "
                            "(0 while too few turns)", registry=REGISTRY)
 ADMISSION_REFUSED = Counter("voice_admission_refused_total",
-                            "New sessions refused with SERVER_BUSY, by reason (max_sessions, capacity)",
+                            "New sessions refused with SERVER_BUSY, by reason (max_sessions, capacity, settling)",
                             ["reason"], registry=REGISTRY)
 
 # --- turn-taking (voice/pipeline/turns.py) --------------------------------------------------------

@@ -37,18 +37,22 @@ def test_an_engine_behind_real_time_cuts_the_limit_below_the_sessions_running():
     assert "retry_after_ms=10000" in refusal.message and "llm 2500 ms" in refusal.message
 
 
-def test_sessions_admitted_before_a_cut_do_not_cut_it_again():
-    ctl = control()
+def test_the_cut_goes_below_the_load_that_made_the_measures():
+    ctl = control(turn_window_s=60)
     ctl.observe(0.0, sessions=5, delays_ms=BEHIND)
-    ctl.observe(30.0, sessions=5, delays_ms=BEHIND)   # still the same 5 (over the limit of 4)
     assert ctl.limit == 4
-    ctl.observe(31.0, sessions=4, delays_ms=BEHIND)   # at the limit and still behind: cut again
+    ctl.observe(30.0, sessions=5, delays_ms=BEHIND)   # the same 5 are still on: nothing new learnt
+    ctl.observe(31.0, sessions=4, delays_ms=BEHIND)   # ...and their load is still in the window
+    assert ctl.limit == 4
+    for t in range(32, 92):                           # 4 sessions alone, for a whole window: too many
+        ctl.observe(float(t), sessions=4, delays_ms=BEHIND)
     assert ctl.limit == 3
 
 
 def test_cuts_wait_for_the_hold_time():
-    ctl = control()
+    ctl = control(cut_hold_s=5)
     ctl.observe(0.0, sessions=5, delays_ms=BEHIND)
+    ctl.observe(0.5, sessions=4, delays_ms=BEHIND)   # the cut restarted the window: 4 is the load now
     ctl.observe(1.0, sessions=4, delays_ms=BEHIND)
     assert ctl.limit == 4
     ctl.observe(5.0, sessions=4, delays_ms=BEHIND)
@@ -105,6 +109,23 @@ def test_the_limit_grows_only_while_recent_turns_are_fast():
     for t in range(11):
         ctl.observe(40.0 + t, sessions=3, delays_ms=CALM, turn_latencies_ms=[900.0] * 6)
     assert ctl.limit == 4
+
+
+def test_a_busy_box_lets_new_sessions_in_one_per_settle_time():
+    ctl = control(settle_s=10)
+    warm = {"asr": 600.0}  # over the calm bound, under the overload bound
+    ctl.observe(0.0, sessions=2, delays_ms=warm)
+    assert not ctl.calm and not ctl.overloaded
+    assert ctl.check(2, now=1.0) is None
+    refusal = ctl.check(3, now=5.0)
+    assert refusal is not None and refusal.reason == "settling" and "asr 600 ms" in refusal.message
+    assert ctl.check(3, now=11.5) is None
+
+
+def test_a_calm_box_admits_a_burst():
+    ctl = control(settle_s=10)
+    ctl.observe(0.0, sessions=0, delays_ms=CALM)
+    assert all(ctl.check(n, now=1.0 + n * 0.01) is None for n in range(6))
 
 
 def test_never_refuses_below_min_sessions():

@@ -11,12 +11,16 @@ and what the callers do. So the server also learns a session limit from what it 
   queueing (every stage takes longer while the others run), which only the turn latency shows.
 
 - Overloaded (an engine's delay > `max_queue_delay_ms`, or the turn p95 > `max_turn_p95_ms`): the
-  limit drops to one below the sessions running now (never under `min_sessions`). Sessions already
-  up are never cut; admitting no one more is what lets them recover. After a cut the next one
-  waits `cut_hold_s`, and there is none while more sessions run than the limit: those admitted
-  before the cut keep the measures high for a while, which says nothing new about the limit.
+  limit drops to one below the most sessions that ran while the measures were taken (the turn
+  window; never under `min_sessions`). Sessions already up are never cut; admitting no one more
+  is what lets them recover. After a cut the next one waits `cut_hold_s`, and turns
+  from before a change of the limit no longer count.
 - Calm (every delay < `calm_queue_delay_ms` and the turn p95 < `calm_turn_p95_ms`) for
   `grow_after_s` while the limit is reached: the limit grows by one (a probe), up to max_sessions.
+- Not calm (between the calm and the overload bounds): at most one new session per `settle_s`. A
+  new call's load shows in the measures only after its first turn (5-10 s), so without pacing a
+  burst of arrivals is all let in before the first overload is seen (measured: 6 callers arriving
+  1.7 s apart were all admitted, p95 7.8 s, 1 turn lost). Calm boxes admit freely.
 - Refused sessions get SERVER_BUSY with a retry hint; /healthz and /metrics show the state.
 
 The limit starts at max_sessions: with nothing measured yet nobody is refused, and the first
@@ -30,6 +34,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,6 +64,7 @@ class AdmissionSettings(BaseModel):
     min_turns: int = Field(5, ge=1)                  # fewer turns in the window: the p95 is not used
     min_sessions: int = Field(1, ge=0)               # never refuse while fewer sessions run
     grow_after_s: float = Field(10.0, ge=0)          # calm at the limit this long -> one more session
+    settle_s: float = Field(10.0, ge=0)              # not calm: at most one new session this often
     cut_hold_s: float = Field(5.0, ge=0)             # after a cut, the next one waits this long
     sample_interval_ms: float = Field(500.0, gt=0)   # how often the engines' queue delays are read
     retry_after_s: int = Field(10, ge=1)             # the hint to refused clients (ERROR text, Retry-After)
@@ -98,9 +104,12 @@ class AdmissionControl:
         self.delays_ms: dict[str, float] = {}
         self.turn_p95_ms: float | None = None
         self.overloaded = False
+        self.calm = True
+        self._last_admitted = float("-inf")
         self._calm_since: float | None = None
         self._last_cut = float("-inf")
         self._last_change = float("-inf")
+        self._sessions_seen: deque[tuple[float, int]] = deque(maxlen=1024)  # (time, sessions) samples
         metrics.ADMISSION_LIMIT.set(self.limit)
 
     def turn_window_s(self, now: float) -> float:
@@ -111,24 +120,23 @@ class AdmissionControl:
     def observe(self, now: float, sessions: int, delays_ms: dict[str, float],
                 turn_latencies_ms: list[float] | None = None) -> None:
         """One sample: `now` (s, monotonic), sessions running, each engine's queue delay (ms), the
-        voice-to-voice latencies (ms) of the turns in the last `turn_window_s`."""
+        voice-to-voice latencies (ms) of the turns in the last `turn_window_s(now)`."""
         cfg = self.settings
         self.delays_ms = delays_ms
+        self._sessions_seen.append((now, sessions))
         latencies = turn_latencies_ms or []
         self.turn_p95_ms = float(np.percentile(latencies, 95)) if len(latencies) >= cfg.min_turns else None
         worst = max(delays_ms.values(), default=0.0)
         slow = self.turn_p95_ms is not None and self.turn_p95_ms > cfg.max_turn_p95_ms
         self.overloaded = worst > cfg.max_queue_delay_ms or slow
-        calm = worst < cfg.calm_queue_delay_ms and (self.turn_p95_ms or 0.0) < cfg.calm_turn_p95_ms
+        self.calm = worst < cfg.calm_queue_delay_ms and (self.turn_p95_ms or 0.0) < cfg.calm_turn_p95_ms
         if self.overloaded:
             self._calm_since = None
-            if now - self._last_cut >= cfg.cut_hold_s and sessions <= self.limit:
-                self._set_limit(max(cfg.min_sessions, sessions - 1, 1), now, worst)
-                self._last_cut = now
-        elif calm and sessions >= self.limit:
+            self._cut(now)
+        elif self.calm and sessions >= self.limit:
             self._calm_since = now if self._calm_since is None else self._calm_since
             if now - self._calm_since >= cfg.grow_after_s and self.limit < self.max_sessions:
-                self._set_limit(self.limit + 1, now, worst)
+                self._set_limit(self.limit + 1, now)
                 self._calm_since = now
         else:
             self._calm_since = None
@@ -137,37 +145,58 @@ class AdmissionControl:
         metrics.ADMISSION_TURN_P95.set((self.turn_p95_ms or 0.0) / 1000.0)
         metrics.ADMISSION_OVERLOADED.set(int(self.overloaded))
 
-    def _set_limit(self, limit: int, now: float, worst_ms: float) -> None:
-        if limit != self.limit:
-            log.info("admission limit", extra={"limit": limit, "was": self.limit, "queue_delay_ms": round(worst_ms),
-                                               "turn_p95_ms": round(self.turn_p95_ms or 0)})
+    def _cut(self, now: float) -> None:
+        """One below the most sessions that ran while the measures were taken."""
+        since = now - self.turn_window_s(now)
+        peak = max((n for at, n in self._sessions_seen if at > since), default=self.limit)
+        cut = max(self.settings.min_sessions, min(self.limit, peak - 1), 1)
+        if now - self._last_cut >= self.settings.cut_hold_s and cut < self.limit:
+            self._set_limit(cut, now)
+            self._last_cut = now
+
+    def _set_limit(self, limit: int, now: float) -> None:
+        log.info("admission limit", extra={"limit": limit, "was": self.limit, "turn_p95_ms": self.turn_p95_ms,
+                                           "queue_delay_ms": {k: round(v) for k, v in self.delays_ms.items()}})
         self.limit = limit
         self._last_change = now
         metrics.ADMISSION_LIMIT.set(limit)
 
-    def check(self, sessions: int) -> Refusal | None:
-        """None to admit one more session next to `sessions` running ones, else why not (counted)."""
-        refusal = self.refusal(sessions)
-        if refusal is not None:
+    def check(self, sessions: int, now: float | None = None) -> Refusal | None:
+        """None to admit one more session next to `sessions` running ones (then it counts as
+        admitted now), else why not (counted on /metrics)."""
+        now = time.monotonic() if now is None else now
+        refusal = self.refusal(sessions, now)
+        if refusal is None:
+            self._last_admitted = now
+        else:
             metrics.ADMISSION_REFUSED.labels(refusal.reason).inc()
         return refusal
 
-    def refusal(self, sessions: int) -> Refusal | None:
+    def refusal(self, sessions: int, now: float | None = None) -> Refusal | None:
         """What `check` would answer, without counting it (for /healthz and /readyz)."""
-        retry = self.settings.retry_after_s
-        hint = f"retry after {retry} s (retry_after_ms={retry * 1000})"
+        cfg = self.settings
+        now = time.monotonic() if now is None else now
+        hint = f"retry after {cfg.retry_after_s} s (retry_after_ms={cfg.retry_after_s * 1000})"
         if sessions >= self.max_sessions:
-            return Refusal("max_sessions", f"server is at its limit of {self.max_sessions} sessions; {hint}", retry)
-        if self.settings.enabled and sessions >= max(self.limit, self.settings.min_sessions):
-            p95 = f"{self.turn_p95_ms:.0f} ms" if self.turn_p95_ms is not None else "-"
-            engine, delay = max(self.delays_ms.items(), key=lambda kv: kv[1], default=("-", 0.0))
-            return Refusal("capacity", f"server is at its measured capacity of {self.limit} sessions "
-                                       f"(turn p95 {p95}, longest queue {engine} {delay:.0f} ms); {hint}", retry)
+            return Refusal("max_sessions", f"server is at its limit of {self.max_sessions} sessions; {hint}",
+                           cfg.retry_after_s)
+        if not cfg.enabled or sessions < cfg.min_sessions:
+            return None
+        p95 = f"{self.turn_p95_ms:.0f} ms" if self.turn_p95_ms is not None else "-"
+        engine, delay = max(self.delays_ms.items(), key=lambda kv: kv[1], default=("-", 0.0))
+        measured = f"turn p95 {p95}, longest queue {engine} {delay:.0f} ms"
+        if sessions >= self.limit:
+            return Refusal("capacity", f"server is at its measured capacity of {self.limit} sessions ({measured}); "
+                                       f"{hint}", cfg.retry_after_s)
+        if not self.calm and now - self._last_admitted < cfg.settle_s:
+            return Refusal("settling", f"server is busy ({measured}) and still measuring its newest call; {hint}",
+                           cfg.retry_after_s)
         return None
 
     def state(self) -> dict:
         """For /healthz. `session_limit` is learned even while disabled: what it would enforce."""
         return {"enabled": self.settings.enabled, "session_limit": self.limit, "overloaded": self.overloaded,
+                "calm": self.calm,
                 "queue_delay_ms": {k: round(v, 1) for k, v in self.delays_ms.items()},
                 "turn_p95_ms": None if self.turn_p95_ms is None else round(self.turn_p95_ms),
                 "retry_after_s": self.settings.retry_after_s}
