@@ -16,7 +16,7 @@ RATE_HZ = 16000
 @pytest.fixture(scope="module")
 def bench():
     sys.path[:0] = [str(ROOT / "bench")]
-    spec = importlib.util.spec_from_file_location("turn_taking_bench", ROOT / "bench" / "turn_taking.py")
+    spec = importlib.util.spec_from_file_location("turn_taking_metrics", ROOT / "bench" / "turn_taking_metrics.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
