@@ -75,6 +75,7 @@ from voice.client import ClientOptions, ReceivedAudio, VoiceClient  # noqa: E402
 SEED = 20261125
 SESSION_TIMEOUT_S = 90.0
 SET_VERSION = 2  # bump when the way the set is built changes (the /tmp cache is keyed on it)
+RESULTS_FORMAT = 3  # bump when a run's recorded fields change (older parts are not merged)
 
 #: Requests a caller makes, ending in a place, number or time; none is in tests/ (written before
 #: any run). Spoken with a pause inside.
@@ -294,14 +295,16 @@ def main() -> None:
     warm = next(u for u in utts if u.kind == "complete")
     path = RESULTS / "turn_taking.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
-    parts = previous.get("parts", {})
+    # a part stored by another version of the analysis is not comparable: dropped (rerun it)
+    parts = {k: p for k, p in previous.get("parts", {}).items() if p.get("format") == RESULTS_FORMAT}
     for part, kind in (("pauses", "paused"), ("complete", "complete")):
         if args.part not in (part, "all"):
             continue
         mine = [u for u in utts if u.kind == kind][:args.limit]
         print(f"{part}: {len(mine)} utterances x {len(MODES)} modes, profile {args.profile}", flush=True)
         runs = run_part(mine, warm, args.profile, args.tree)
-        parts[part] = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), "code": code_state(),
+        parts[part] = {"format": RESULTS_FORMAT, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       "machine": machine(), "code": code_state(),
                        "tree": str(args.tree or "."), "limit": args.limit, "runs": runs}
     result = summarise([r for p in parts.values() for r in p["runs"]])
     print_report(result)
