@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from conftest import ServerProcess, start_server
 from speech_data import librivox_clips, wer
 from websockets.exceptions import ConnectionClosed
 from wire import Neighbour, close_code, expect_error, frame, handshake, hello_payload, raw_connect, recv_frame
@@ -19,6 +20,16 @@ from wire import Neighbour, close_code, expect_error, frame, handshake, hello_pa
 from voice.protocol import HEADER_SIZE, ErrorCode, MessageType, decode_error
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[ServerProcess]:
+    """The real server with overload admission off: these tests open sessions next to a busy
+    neighbour on purpose, and what they check is each bad input's answer, not SERVER_BUSY
+    (admission has its own tests; the refusal test below fills max_sessions instead)."""
+    srv = start_server(tmp_path_factory.mktemp("bad-input"), env={"VOICE_SERVER__ADMISSION__ENABLED": "false"})
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture
