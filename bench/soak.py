@@ -110,7 +110,7 @@ def main() -> None:
     common = ["--callers", str(callers), "--turns", str(args.turns), "--ramp-s", str(2.0 * (callers - 1))]
     print(f"soak: {callers} callers, warm-up {args.warmup_s:.0f} s, then {args.minutes:g} min", flush=True)
     with tempfile.TemporaryDirectory() as tmp, heavy_lock(not args.no_lock):
-        server = start_server(Path(tmp))
+        server = start_server(Path(tmp), env={"VOICE_SERVER__ADMISSION__ENABLED": "true"})
         try:
             fresh = idle_reading(server.url)
             warm = loadtest(server.url, Path(tmp) / "warm.json", *common, "--duration-s", str(args.warmup_s))

@@ -61,7 +61,8 @@ def test_one_caller_through_the_twilio_door(two_seat_server, tmp_path):
     assert 0 < summary["v2v_ms"]["p50"] < 15000
 
 
-def test_the_realtime_door_says_not_yet(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "voice.cli", "loadtest", "--door", "realtime"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and "not in the server yet" in result.stderr
+def test_one_caller_through_the_realtime_door(two_seat_server, tmp_path):
+    summary, _ = loadtest(two_seat_server.url, tmp_path, "--door", "realtime", "--callers", "1", "--turns", "2")
+    assert summary["connected"] == 1 and summary["answered"] == 2 and summary["errors"] == {}, summary
+    assert all(t["heard"] and t["reply"] for t in summary["per_turn"]), summary["per_turn"]
+    assert 0 < summary["v2v_ms"]["p50"] < 15000

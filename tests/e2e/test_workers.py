@@ -35,6 +35,7 @@ WORKER_ENV = {  # two workers share 2 cores: one context, one thread each
     "OMP_NUM_THREADS": "1", "VOICE_LLM__CONTEXTS": "1", "VOICE_LLM__N_THREADS": "1",
     "VOICE_LLM__N_THREADS_BATCH": "1", "VOICE_LLM__N_THREADS_SOLO": "1", "VOICE_ASR__CPU_THREADS": "1",
     "VOICE_LLM__TEMPERATURE": "0", "VOICE_LLM__MAX_TOKENS": "40", "VOICE_SERVER__DRAIN_TIMEOUT_S": "5",
+    "VOICE_SERVER__ADMISSION__ENABLED": "false",  # like tests/conftest.py: not what this test is about
 }
 
 

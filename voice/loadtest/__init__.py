@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from voice.loadtest.caller import Caller, Plan, Results
-from voice.loadtest.doors import DOORS, NOT_YET
+from voice.loadtest.doors import DOORS
 from voice.loadtest.report import Progress, plot, print_table, summarize, write_json
 from voice.loadtest.scrape import MetricsSampler, metrics_url
 from voice.loadtest.speech import questions
@@ -101,7 +101,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--url", default="ws://127.0.0.1:8765/ws", help="the server (or balancer) WebSocket URL")
     p.add_argument("--callers", type=int, default=4, help=f"simulated callers, 1-{MAX_CALLERS}")
     p.add_argument("--turns", type=int, default=3, help="questions per call")
-    p.add_argument("--door", choices=sorted(DOORS), default="ws", help="ws (binary protocol) or twilio")
+    p.add_argument("--door", choices=sorted(DOORS), default="ws",
+                   help="ws (our protocol), twilio (Media Streams) or realtime (OpenAI Realtime API)")
     p.add_argument("--ramp-s", type=float, default=0.0, help="the callers arrive evenly over this many seconds")
     p.add_argument("--token", default=None, help="bearer token (env VOICE_TOKEN)")
     p.add_argument("--duration-s", type=float, help="keep placing calls for this long (soak)")
@@ -117,9 +118,6 @@ def add_parser(sub: Any) -> None:
 def cmd_loadtest(args: argparse.Namespace) -> int:
     import os
 
-    if args.door in NOT_YET:
-        print(f"error: --door {args.door}: {NOT_YET[args.door]}", file=sys.stderr)
-        return EXIT_USAGE
     if not 1 <= args.callers <= MAX_CALLERS or args.turns < 1:
         print(f"error: --callers must be 1-{MAX_CALLERS} and --turns at least 1", file=sys.stderr)
         return EXIT_USAGE

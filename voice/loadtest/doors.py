@@ -7,8 +7,9 @@ caller hears, and it keeps the caller's playback clock (`played_until`), because
 when its audio has played, not when its last frame arrived.
 
 Doors: `ws` (our binary protocol over /ws, with voice/client.py), `twilio` (Twilio Media Streams
-JSON over /twilio: connected, start, base64 μ-law media, marks echoed when played, stop), and
-`realtime` (not yet: the server has no /v1/realtime endpoint).
+JSON over /twilio: connected, start, base64 μ-law media, marks echoed when played, stop) and
+`realtime` (the OpenAI Realtime API over /v1/realtime: PCM16 24 kHz appends, the server's own turn
+detection, audio deltas back).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def code_name(code: int) -> str:
 def door_url(url: str, path: str) -> str:
     """The server's URL with the door's path: ws://h:p, ws://h:p/ws or ws://h:p/twilio all work."""
     parts = urlsplit(url)
-    if parts.path in ("", "/", "/ws", "/twilio"):
+    if parts.path in ("", "/", "/ws", "/twilio", "/v1/realtime"):
         parts = parts._replace(path=path)
     return urlunsplit(parts)
 
@@ -297,12 +298,73 @@ class TwilioDoor(Door):
         return line
 
 
+# --- /v1/realtime: the OpenAI Realtime API ---------------------------------------------------------
+
+
+class RealtimeLine(Line):
+    """Speaks like an OpenAI Realtime client with server turn detection on (the session's default)."""
+
+    def __init__(self, ws: ClientConnection):
+        super().__init__()
+        self.ws = ws
+
+    async def send(self, frame: str) -> None:
+        await self.ws.send(frame)  # a whole input_audio_buffer.append event, made once per frame
+
+    async def events(self) -> AsyncIterator[Heard]:
+        try:
+            async for raw in self.ws:
+                event = json.loads(raw)
+                kind = event.get("type")
+                if kind in ("response.output_audio.delta", "response.audio.delta"):
+                    seconds = len(base64.b64decode(event.get("delta", ""))) / 2 / RealtimeDoor.rate_hz
+                    self._play(seconds)
+                    yield Heard("audio", seconds)
+                elif kind in ("response.output_audio_transcript.done", "response.audio_transcript.done"):
+                    yield Heard("reply_done", data=event.get("transcript"))
+                elif kind == "conversation.item.input_audio_transcription.completed":
+                    yield Heard("transcript", data=event.get("transcript"))
+                elif kind == "session.created":
+                    self.session_id = (event.get("session") or {}).get("id", "")
+                elif kind == "error":
+                    yield Heard("error", data=f"REALTIME_{(event.get('error') or {}).get('code') or 'error'}")
+        except ConnectionClosed as e:
+            code = e.rcvd.code if e.rcvd else 1006
+            reason = (e.rcvd.reason if e.rcvd else "") or "closed"
+            if code == 1013 and self.played_until == 0.0:  # the server had no room (before any reply)
+                raise CallRefused(f"CLOSE_{code}", reason) from None
+            if code not in (1000, 1001):
+                raise CallFailed(f"CLOSE_{code}", reason) from None
+
+    async def hang_up(self) -> None:
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            await asyncio.wait_for(self.ws.close(), 5)
+
+
 class RealtimeDoor(Door):
+    """The OpenAI Realtime API at /v1/realtime: base64 PCM16 24 kHz in `input_audio_buffer.append`."""
+
     name = "realtime"
+    rate_hz = 24000
+
+    def _encode(self, pcm_frames: list) -> list[str]:
+        return [json.dumps({"type": "input_audio_buffer.append",
+                            "audio": base64.b64encode(f.astype("<i2").tobytes()).decode("ascii")})
+                for f in pcm_frames]
 
     async def call(self) -> Line:
-        raise CallFailed("NOT_YET", "the realtime door is not available yet")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        url = door_url(self.url, "/v1/realtime") + "?model=voice-agent"
+        try:
+            ws = await connect(url, additional_headers=headers, open_timeout=CONNECT_TIMEOUT_S,
+                               compression=None, max_size=16 << 20)
+        except InvalidStatus as e:
+            status = e.response.status_code
+            error = CallRefused if status in REFUSED_CODES else CallFailed
+            raise error(f"HTTP_{status}", f"HTTP {status}") from None
+        except (OSError, TimeoutError) as e:
+            raise CallFailed("CONNECT_FAILED", str(e) or type(e).__name__) from None
+        return RealtimeLine(ws)
 
 
 DOORS: dict[str, type[Door]] = {"ws": WsDoor, "twilio": TwilioDoor, "realtime": RealtimeDoor}
-NOT_YET = {"realtime": "the OpenAI Realtime door (/v1/realtime) is not in the server yet; use --door ws or twilio"}

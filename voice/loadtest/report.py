@@ -124,14 +124,16 @@ def write_json(summary: dict[str, Any], path: Path) -> None:
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
-    """Voice-to-voice per turn (and lost turns) over time above; server RSS and CPU below."""
+    """Voice-to-voice per turn (and lost turns) over time; the server's sessions and admission
+    limit; its RSS and CPU."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     turns = summary["per_turn"]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(10, 9), sharex=True,
+                                              gridspec_kw={"height_ratios": [3, 1.4, 2]})
     ok = [(t["at_s"], t["v2v_ms"] / 1000) for t in turns if t["v2v_ms"] is not None and not t["lost"]]
     late = [(t["at_s"], t["v2v_ms"] / 1000) for t in turns if t["v2v_ms"] is not None and t["lost"]]
     never = [t["at_s"] for t in turns if t["v2v_ms"] is None]
@@ -148,6 +150,14 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     top.set_title(f"{s['callers']} callers, door {s['door']}: p50 {_fmt_ms(v['p50'])}, p95 {_fmt_ms(v['p95'])}, "
                   f"lost {summary['lost_turns']}, refused {summary['refused']}")
     top.legend(loc="upper left", fontsize=8)
+    series = summary["server_series"]
+    for key, label, style in (("sessions", "sessions", "-"), ("admission_limit", "admission limit", "--")):
+        points = [(p["t_s"], p[key]) for p in series if key in p]
+        if points:
+            middle.step(*zip(*points, strict=True), style, where="post", label=label)
+    middle.set_ylim(0, max([p.get("sessions", 0) for p in series] + [s["callers"]]) + 1)
+    middle.set_ylabel("server")
+    middle.legend(loc="upper left", fontsize=8)
     if summary["rss_mb"]:
         bottom.plot(*zip(*summary["rss_mb"], strict=True), color="tab:blue", label="RSS (MB)")
     bottom.set_ylabel("server RSS (MB)")
