@@ -120,7 +120,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # (n_threads_batch 2: the prompt is evaluated while ASR and TTS are idle; n_threads_solo 2: so is
     # the first sentence, mostly: 2 threads for each token generated while no other model runs).
     # contexts 2: tool rounds and plain turns each keep a warm KV cache (measured: p95 voice-to-voice
-    # 3.5 -> 2.5 s, bench/results/voice_to_voice_cpu_ab_*); two replies at once drop to 1 thread each.
+    # 3.5 -> 2.5 s, bench/results/voice_to_voice_cpu_ab.json); two replies at once drop to 1 thread each.
     "cpu": {"llm": {"n_threads": 1, "n_threads_batch": 2, "n_threads_solo": 2, "contexts": 2}},
     "gpu": {"asr": {"device": "cuda", "model": "whisper-base", "compute_type": "float16"},
             "llm": {"device": "cuda"}},
