@@ -18,8 +18,10 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import sys
+import time
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,8 @@ from voice.doors import realtime_wire as rw
 
 PCM = {"type": "audio/pcm", "rate": 24000}
 CHUNK_BYTES = 4800  # 100 ms of 24 kHz PCM16
+MIC_CHUNK_MS = 40
+MIC_CHUNK_BYTES = 24 * 2 * MIC_CHUNK_MS  # 40 ms of 24 kHz PCM16: what a live client appends at a time
 
 
 @dataclass
@@ -130,6 +134,105 @@ async def livekit_turn(base_url: str, *, text: str | None = None, pcm16: bytes |
 
 
 PEERS = {"openai": openai_sdk_turn, "livekit": livekit_turn}
+
+
+class SdkCall:
+    """An open openai SDK Realtime connection, driven event by event: a reader keeps every server
+    event (as a dict, with its arrival time `at`, time.monotonic()), `wait` finds the next one,
+    and a microphone (`mic`) streams audio in real time like a live client, silence in between.
+
+        async with SdkCall.connect(url, api_key=token) as call:
+            await call.say(pcm16_24k)
+            done = await call.wait("response.done")
+    """
+
+    def __init__(self, conn: Any):
+        self.conn = conn
+        self.events: list[dict[str, Any]] = []
+        self.audio: dict[str, bytearray] = {}   # assistant item id -> its PCM16 24 kHz audio
+        self._arrived = asyncio.Event()
+        self._to_say: list[bytes] = []          # mic chunks not yet sent
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, base_url: str, *, api_key: str = "unused", mic: bool = False,
+                      model: str = "voice-agent") -> Any:
+        """`mic`: stream audio all the time (speech when `say` queued some, silence otherwise)."""
+        from openai import AsyncOpenAI
+
+        client = AsyncOpenAI(api_key=api_key, websocket_base_url=base_url)
+        try:
+            async with client.realtime.connect(model=model) as conn:
+                call = cls(conn)
+                call._tasks.append(asyncio.create_task(call._read()))
+                if mic:
+                    call._tasks.append(asyncio.create_task(call._mic()))
+                try:
+                    yield call
+                finally:
+                    for task in call._tasks:
+                        task.cancel()
+                    await asyncio.gather(*call._tasks, return_exceptions=True)
+        finally:
+            await client.close()
+
+    async def _read(self) -> None:
+        async for event in self.conn:
+            data = event.to_dict()
+            data["at"] = time.monotonic()
+            if data["type"] == "response.output_audio.delta":
+                self.audio.setdefault(data["item_id"], bytearray()).extend(base64.b64decode(data.pop("delta")))
+            self.events.append(data)
+            self._arrived.set()
+
+    async def _mic(self) -> None:
+        """MIC_CHUNK_BYTES every MIC_CHUNK_MS on one clock: queued speech first, else silence."""
+        silence = bytes(MIC_CHUNK_BYTES)
+        t0 = time.monotonic()
+        for n in itertools.count():
+            chunk = self._to_say.pop(0) if self._to_say else silence
+            await self.conn.input_audio_buffer.append(audio=base64.b64encode(chunk).decode())
+            await asyncio.sleep(max(0.0, t0 + (n + 1) * MIC_CHUNK_MS / 1000 - time.monotonic()))
+
+    async def say(self, pcm16: bytes) -> float:
+        """Speak through the mic; returns when the last chunk is sent: the time (monotonic) of
+        the end of the audio given (trailing silence included)."""
+        self._to_say.extend(pcm16[i:i + MIC_CHUNK_BYTES] for i in range(0, len(pcm16), MIC_CHUNK_BYTES))
+        while self._to_say:
+            await asyncio.sleep(MIC_CHUNK_MS / 1000 / 2)
+        return time.monotonic()
+
+    async def send_chunks(self, pcm16: bytes) -> None:
+        """Append audio paced in real time, without a mic running (turn detection off)."""
+        t0 = time.monotonic()
+        for n, i in enumerate(range(0, len(pcm16), MIC_CHUNK_BYTES)):
+            await self.conn.input_audio_buffer.append(audio=base64.b64encode(pcm16[i:i + MIC_CHUNK_BYTES]).decode())
+            await asyncio.sleep(max(0.0, t0 + (n + 1) * MIC_CHUNK_MS / 1000 - time.monotonic()))
+
+    async def send(self, event: dict[str, Any]) -> None:
+        await self.conn.send(event)
+
+    async def send_raw(self, text: str) -> None:
+        """Any text, as it is (malformed JSON, unknown events)."""
+        await self.conn.send_raw(text)
+
+    def mark(self) -> int:
+        """Where the event log is now: `wait(..., after=mark)` looks only at later events."""
+        return len(self.events)
+
+    async def wait(self, kind: str, after: int = 0, timeout_s: float = 30, **fields: Any) -> dict[str, Any]:
+        """The first event of type `kind` (with these field values) from index `after` on."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for event in self.events[after:]:
+                    if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
+                        return event
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    def of(self, kind: str, after: int = 0) -> list[dict[str, Any]]:
+        return [e for e in self.events[after:] if e["type"] == kind]
 
 
 class ScriptedServer:

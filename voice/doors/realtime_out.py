@@ -12,6 +12,7 @@ conversation items and responses. `RealtimeWriter` keeps that mapping:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import Awaitable, Callable
@@ -30,7 +31,6 @@ from voice.doors.realtime_wire import (
     InputAudioBufferSpeechStopped,
     InputAudioTranscriptionCompleted,
     InputAudioTranscriptionDelta,
-    InputText,
     MessageItem,
     OutputAudio,
     OutputText,
@@ -53,6 +53,7 @@ from voice.doors.realtime_wire import (
     ResponseOutputTextDone,
     ServerEvent,
     StatusDetails,
+    TranscriptionDuration,
     Usage,
     encode_audio,
     new_id,
@@ -88,8 +89,9 @@ class RealtimeWriter:
         self.stable_sent: dict[int, str] = {}        # utterance -> transcript already sent as deltas
         self.reply_items: dict[int, str] = {}        # reply turn -> its assistant item id
         self.last_item_id: str | None = None
-        self.pending_user_texts: list[str] = []      # finals not yet a user item (no server VAD)
+        self.pending_user_texts: list[tuple[str, float]] = []  # (final, its speech s) not yet an item
         self.response_metadata: dict[str, str] | None = None
+        self.input_committed: asyncio.Future[str] | None = None  # the door's commit waits for its item
         self.retracted_turn: int | None = None       # a reply taken back: the user went on
 
     async def write(self, item: Any) -> None:
@@ -129,22 +131,22 @@ class RealtimeWriter:
         if not e.text.strip():
             self.utterance_items.pop(e.utterance, None)
             return
-        if not self.door.server_vad:
-            self.pending_user_texts.append(e.text)  # becomes an item at input_audio_buffer.commit
+        if not self.door.server_vad:  # becomes an item at input_audio_buffer.commit
+            self.pending_user_texts.append((e.text, (e.end_ms - e.start_ms) / 1000))
             return
         item_id = self.item_for(e.utterance)
         self.door.claim_user_item(item_id, e.text)
         await self.send(InputAudioBufferCommitted(item_id=item_id, previous_item_id=self.last_item_id))
-        await self.user_item(item_id, e.text, audio=True)
+        await self.user_item(item_id, e.text, (e.end_ms - e.start_ms) / 1000)
 
-    async def user_item(self, item_id: str, text: str, *, audio: bool) -> None:
-        """A user message item: added, its transcript (spoken), done."""
-        part = InputAudio(transcript=None) if audio else InputText(text=text)
-        item = MessageItem(id=item_id, role="user", content=[part], status="completed")
+    async def user_item(self, item_id: str, text: str, audio_s: float) -> None:
+        """A spoken user message item (`audio_s` seconds of speech): added, its transcript, done."""
+        item = MessageItem(id=item_id, role="user", content=[InputAudio(transcript=None)], status="completed")
         await self.send(ConversationItemAdded(item=item, previous_item_id=self.last_item_id))
-        if audio:
-            await self.send(InputAudioTranscriptionCompleted(item_id=item_id, content_index=0, transcript=text))
-            item = MessageItem(id=item_id, role="user", content=[InputAudio(transcript=text)], status="completed")
+        await self.send(InputAudioTranscriptionCompleted(
+            item_id=item_id, content_index=0, transcript=text,
+            usage=TranscriptionDuration(seconds=round(max(0.0, audio_s), 3))))
+        item = MessageItem(id=item_id, role="user", content=[InputAudio(transcript=text)], status="completed")
         await self.send(ConversationItemDone(item=item, previous_item_id=self.last_item_id))
         self.last_item_id = item_id
 
@@ -156,12 +158,15 @@ class RealtimeWriter:
 
     async def _on_input_committed(self, _: Any) -> None:
         """No server VAD: the client's commit makes one user item of what was said since."""
-        text, self.pending_user_texts = " ".join(self.pending_user_texts).strip(), []
+        pending, self.pending_user_texts = self.pending_user_texts, []
+        text = " ".join(t for t, _ in pending).strip()
         item_id = new_id("item")
         await self.send(InputAudioBufferCommitted(item_id=item_id, previous_item_id=self.last_item_id))
         if text:
             self.door.add_user_text(text, item_id)
-            await self.user_item(item_id, text, audio=True)
+            await self.user_item(item_id, text, sum(s for _, s in pending))
+        if self.input_committed is not None and not self.input_committed.done():
+            self.input_committed.set_result(item_id)
 
     async def _forget_continued(self, utterance: int) -> None:
         """The user went on: their earlier item and the reply to it are gone from the conversation."""
@@ -203,6 +208,8 @@ class RealtimeWriter:
         return reply
 
     async def _on_agent_text(self, e: Any) -> None:
+        if e.final and not e.text and (self.reply is None or self.reply.item_id is None):
+            return  # nothing said (a reply that was only a tool call): no empty message item
         reply = await self._message()
         if e.final:
             reply.text = e.text
@@ -284,8 +291,10 @@ class RealtimeWriter:
     def _usage(self, reply: _Reply) -> Usage:
         count = self.door.call.speaker.agent.llm.count_tokens
         history = " ".join(str(m.get("content", "")) for m in self.door.call.speaker.agent.history)
+        # the model's output: what it said and the arguments of the calls it made
+        said = " ".join([reply.text, *(o.arguments for o in reply.output if isinstance(o, FunctionCallItem))]).strip()
         return Usage.of(input_text=count(history) if history else 0, input_audio=0,
-                        output_text=count(reply.text) if reply.text else 0, output_audio=0)
+                        output_text=count(said) if said else 0, output_audio=0)
 
     @property
     def active(self) -> bool:

@@ -2,8 +2,10 @@
 
 The server runs none of the client's tools: a call the model makes is handed to the client (a
 ToolStarted event; no ToolFinished follows), the reply ends there, and the client sends the output
-back (`add_tool_output`) and asks for the next response. The history is the client's conversation:
-every message keeps the item id the client knows it by, so it can be deleted or truncated.
+back (`add_tool_output`) and asks for the next response, which answers from the outputs given
+as facts in its system prompt, in a round without tools (`_results` says why). The history is the
+client's conversation: every message keeps the item id the client knows it by, so it can be
+deleted or truncated.
 
 It offers what the reply speaker and the turn controller use of an Agent: hear, reply, finished,
 interrupted, checkpoint/rollback, may_act, state_events, dtmf_text, after_reply, aclose, history.
@@ -20,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
-from voice.llm import toolcalls
+from voice.llm import replies, toolcalls
 from voice.llm.base import GenerationOptions, LlmEngine
 from voice.llm.events import AgentEvent, ToolStarted
 from voice.llm.toolcalls import SpeechGate
@@ -129,6 +131,8 @@ class ClientAgent:
         instructions, tools = self.response_overrides
         self.response_overrides = (None, None)
         tools = self.tools if tools is None else tools
+        if self._results():
+            tools = []  # answer from the results (a round without tools, as the server's agent does)
         names = tuple(t["name"] for t in tools)
         schemas = [{"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters")
                                                      if t.get(k) is not None}} for t in tools]
@@ -155,12 +159,26 @@ class ClientAgent:
 
     def _prompt(self, instructions: str | None) -> list[dict[str, Any]]:
         system = instructions if instructions is not None else self.instructions
-        recent = [self._for_model(m) for m in self.messages[-MAX_HISTORY_MESSAGES:]]
+        if results := self._results():
+            system = "\n".join(([system] if system else []) + [replies.FACTS_HEADER, *results])
+        recent = [self._for_model(m) for m in self.messages[-MAX_HISTORY_MESSAGES:]
+                  if m["role"] != "tool" and not m.get("tool_calls")]
         return ([{"role": "system", "content": system}] if system else []) + recent
+
+    def _results(self) -> list[str]:
+        """The client's tool outputs since the user's last message, as fact lines. Why not role
+        "tool" messages: a 0.5B model handed one repeats it or the call, and answers correctly from
+        facts in its system prompt (voice/llm/replies.py)."""
+        names = {c["id"]: c["function"]["name"] for m in self.messages for c in m.get("tool_calls", ())}
+        lines: list[str] = []
+        for m in reversed(self.messages):
+            if m["role"] == "user":
+                break
+            if m["role"] == "tool":
+                content = m["content"] if isinstance(m["content"], str) else json.dumps(m["content"])
+                lines.append(f"* {names.get(m.get('tool_call_id'), 'tool')}: {content}")
+        return lines[::-1]
 
     @staticmethod
     def _for_model(message: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in message.items() if k != "id"}
-        if out["role"] == "tool":
-            out["content"] = out["content"] if isinstance(out["content"], str) else json.dumps(out["content"])
-        return out
+        return {k: v for k, v in message.items() if k != "id"}
