@@ -79,3 +79,11 @@ def test_the_html_report_shows_every_scenario_and_a_latency_chart(run):
         assert sc["name"] in page
     assert "<svg" in page and "check-fail" in page
     assert "<script" not in page and "https://" not in page
+
+
+def test_the_greeting_is_heard_before_the_first_turn_and_is_not_its_reply(run):
+    """The booking agent speaks first: the runner waits for its greeting like a caller would."""
+    _, report, _, story = run
+    booking = next(s for s in report["scenarios"] if s["name"] == "booking_happy_path")
+    first = booking["turns"][0]
+    assert first["reply"].strip() and "thank you for calling" not in first["reply"].lower(), (first, story)

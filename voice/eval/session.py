@@ -32,6 +32,7 @@ from voice.protocol import messages as msg
 SETTLE_S = 0.8             # quiet after a reply before the next turn (a second reply may follow a tool)
 EMPTY_TRANSCRIPT_S = 3.0   # after a final with no words, no reply comes: wait this long, then go on
 LEAD_IN_S = 0.5            # silence the microphone sends before the first spoken turn
+OPENING_WAIT_S = 2.0       # an agent that speaks first (a greeting) has started by then
 FRAME_SAMPLES = RATE_HZ // 50
 
 
@@ -133,7 +134,8 @@ class ScenarioSession:
         self.client = VoiceClient(url, ClientOptions(input_codec="pcm16", input_rate_hz=RATE_HZ, output_codec="pcm16",
                                                      output_rate_hz=RATE_HZ, options=options, token=token))
         self.logs: list[TurnLog] = []
-        self.opening: list[dict[str, Any]] = []   # events before the first turn (state_changed)
+        self.opening: list[dict[str, Any]] = []   # events before the first turn (state_changed, a greeting)
+        self._greeting = TurnLog(-1, Turn(type="(greeting)"))  # the agent speaking first, if it does
         self._t0 = 0.0
         self._changed = asyncio.Event()
         self._ended = asyncio.Event()
@@ -154,6 +156,7 @@ class ScenarioSession:
                 self._mic = Microphone(self.client)
                 self._mic.start()
                 await asyncio.sleep(LEAD_IN_S)
+            await self._hear_greeting()
             await self._play()
         finally:
             if self._mic is not None:
@@ -162,6 +165,23 @@ class ScenarioSession:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await receiver
             await self.client.close()
+
+    async def _hear_greeting(self) -> None:
+        """A caller lets an agent that speaks first finish its greeting before talking; without
+        this the first turn barges in on it and the greeting's words count as that turn's reply."""
+        greeting = self._greeting
+        deadline = time.monotonic() + OPENING_WAIT_S
+        while not greeting.server_turns and not greeting.audio_open and time.monotonic() < deadline:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 0.1)
+        deadline = time.monotonic() + self.scenario.timeout_s
+        while (greeting.server_turns or greeting.audio_open) and not self._over(greeting):
+            if time.monotonic() > deadline or self._closed is not None:
+                return  # the first turn's checks will show what is wrong
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 0.1)
 
     async def _play(self) -> None:
         turns = self.scenario.turns
@@ -267,6 +287,8 @@ class ScenarioSession:
     async def _receive_all(self) -> None:
         async for item in self.client.messages():
             log = self.logs[-1] if self.logs else None
+            if log is None:
+                log = self._greeting
             if isinstance(item, ReceivedAudio):
                 self._on_audio(log, item)
             elif isinstance(item, ServerError):
@@ -279,7 +301,7 @@ class ScenarioSession:
 
     def _record(self, log: TurnLog | None, event: dict[str, Any]) -> None:
         event["at_s"] = self._now()
-        (log.events if log is not None else self.opening).append(event)
+        (log.events if log is not None and log is not self._greeting else self.opening).append(event)
 
     def _on_audio(self, log: TurnLog | None, item: ReceivedAudio) -> None:
         if log is None:
