@@ -18,6 +18,7 @@ Auth: `Authorization: Bearer <server token>`, or the browser's WebSocket subprot
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -78,6 +79,9 @@ log = logging.getLogger(__name__)
 REALTIME_PATH = "/v1/realtime"
 SUBPROTOCOL_KEY = "openai-insecure-api-key."
 POLICY_VIOLATION = 1008
+#: How long a commit waits for the controller to turn what was said into a user item (it is queued
+#: behind the commit's finals: milliseconds, unless the call is stuck).
+COMMIT_WAIT_S = 5.0
 #: What a Realtime session is, here, before the client changes it: our end-of-turn detector.
 DEFAULT_TURN_DETECTION = SemanticVad()
 
@@ -238,7 +242,12 @@ class RealtimeDoor(CallDoor):
         self._appended_ms = 0.0
         if self.server_vad:
             return  # the server commits turns itself; this one is already on its way
+        # the next client event (response.create, right behind the commit) must see the user item
+        committed = self.writer.input_committed = asyncio.get_running_loop().create_future()
         await self.call.commit_input()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(COMMIT_WAIT_S):
+                await committed
 
     async def _clear(self, e: InputAudioBufferClear) -> None:
         assert self.call is not None
@@ -313,6 +322,10 @@ class RealtimeDoor(CallDoor):
         assert self.call is not None
         if e.item_id not in self.writer.reply_items.values():
             raise RealtimeWireError("invalid_value", f"no assistant audio item {e.item_id!r}", e.event_id, "item_id")
+        if e.item_id != next(reversed(self.writer.reply_items.values())):
+            # the cut lands on the speaker's latest reply: an older item's would cut the wrong one
+            raise RealtimeWireError("invalid_value", f"item {e.item_id!r} is not the latest reply; only that one's "
+                                    "audio can be truncated", e.event_id, "item_id")
         self.call.submit(TruncateReply(float(e.audio_end_ms)))
         await self._send(ConversationItemTruncated(item_id=e.item_id, content_index=e.content_index,
                                                    audio_end_ms=e.audio_end_ms))
