@@ -22,7 +22,8 @@ differently: each call's heard transcript (where the door sends it) and reply ar
 
 Usage: flock /tmp/heavy.lock .venv/bin/python bench/realtime_latency.py [--part a|b|all]
        [--questions 12] [--before a2566dc]
-Writes bench/results/realtime_latency.json (both parts; a part not run is kept from the last file).
+Writes bench/results/realtime_latency.json (both parts; a part not run is kept from the last file;
+part B against another `--before` than the default is kept apart, as part_b_<commit>).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from voice.loadtest.doors import Door, Line, RealtimeDoor, RealtimeLine, TwilioD
 from voice.loadtest.speech import QUESTIONS, Question, questions  # noqa: E402
 
 NAME = "realtime_latency"
+DEFAULT_BEFORE = "a2566dc"  # /twilio bridged through a loopback to /ws up to 478e409 (4bdc164 took it out)
 SERVER_ENV = {"VOICE_LLM__TEMPERATURE": "0"}  # the same question gets the same answer on every door
 PLAN = Plan(turns=1, pause_s=0.2, lost_after_s=15.0, reply_max_s=30.0)
 SETTLE_S = 1.0  # between calls: the last call's teardown is not the next one's load
@@ -304,17 +306,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=("a", "b", "all"), default="all")
     ap.add_argument("--questions", type=int, default=12, help=f"questions per door (at most {len(QUESTIONS)})")
-    ap.add_argument("--before", default="a2566dc", help="part B's before: a commit whose /twilio used the loopback")
+    ap.add_argument("--before", default=DEFAULT_BEFORE,
+                    help="part B's before: a commit whose /twilio used the loopback")
     args = ap.parse_args()
     path = RESULTS / f"{NAME}.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     started = time.monotonic()
-    parts = {k: previous[k] for k in ("part_a", "part_b") if k in previous}
+    parts = {k: v for k, v in previous.items() if k.startswith("part_")}
     if args.part in ("a", "all"):
         parts["part_a"] = {**part_a(args.questions), "runtime_s": round(time.monotonic() - started, 1)}
     if args.part in ("b", "all"):
         t0 = time.monotonic()
-        parts["part_b"] = {**part_b(args.questions, args.before), "runtime_s": round(time.monotonic() - t0, 1)}
+        key = "part_b" if args.before == DEFAULT_BEFORE else f"part_b_{args.before}"
+        parts[key] = {**part_b(args.questions, args.before), "runtime_s": round(time.monotonic() - t0, 1)}
     write_results(NAME, {
         "settings": {"questions_per_door": args.questions, "part": args.part, "profile": "cpu",
                      "server_env": SERVER_ENV, "plan": vars(PLAN), "settle_s": SETTLE_S, "one_caller_at_a_time": True,
