@@ -71,6 +71,20 @@ def code_name(code: int) -> str:
         return f"HTTP_{code}" if 100 <= code < 600 else f"CLOSE_{code}"
 
 
+async def open_socket(url: str, *, headers: dict[str, str] | None = None,
+                      max_size: int | None = 1 << 20) -> ClientConnection:
+    """A plain WebSocket to a door; a refusal (HTTP 503/429...) is CallRefused, anything else CallFailed."""
+    try:
+        return await connect(url, additional_headers=headers, open_timeout=CONNECT_TIMEOUT_S,
+                             compression=None, max_size=max_size)
+    except InvalidStatus as e:
+        status = e.response.status_code
+        error = CallRefused if status in REFUSED_CODES else CallFailed
+        raise error(f"HTTP_{status}", f"HTTP {status}") from None
+    except (OSError, TimeoutError) as e:
+        raise CallFailed("CONNECT_FAILED", str(e) or type(e).__name__) from None
+
+
 def door_url(url: str, path: str) -> str:
     """The server's URL with the door's path: ws://h:p, ws://h:p/ws or ws://h:p/twilio all work."""
     parts = urlsplit(url)
@@ -280,14 +294,7 @@ class TwilioDoor(Door):
     async def call(self) -> Line:
         TwilioDoor._calls += 1
         sid = f"MZ{TwilioDoor._calls:032d}"
-        try:
-            ws = await connect(door_url(self.url, "/twilio"), open_timeout=CONNECT_TIMEOUT_S, compression=None)
-        except InvalidStatus as e:
-            status = e.response.status_code
-            error = CallRefused if status in REFUSED_CODES else CallFailed
-            raise error(f"HTTP_{status}", f"HTTP {status}") from None
-        except (OSError, TimeoutError) as e:
-            raise CallFailed("CONNECT_FAILED", str(e) or type(e).__name__) from None
+        ws = await open_socket(door_url(self.url, "/twilio"))
         line = TwilioLine(ws, sid)
         params = {"token": self.token} if self.token else {}
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
@@ -355,16 +362,7 @@ class RealtimeDoor(Door):
     async def call(self) -> Line:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         url = door_url(self.url, "/v1/realtime") + "?model=voice-agent"
-        try:
-            ws = await connect(url, additional_headers=headers, open_timeout=CONNECT_TIMEOUT_S,
-                               compression=None, max_size=16 << 20)
-        except InvalidStatus as e:
-            status = e.response.status_code
-            error = CallRefused if status in REFUSED_CODES else CallFailed
-            raise error(f"HTTP_{status}", f"HTTP {status}") from None
-        except (OSError, TimeoutError) as e:
-            raise CallFailed("CONNECT_FAILED", str(e) or type(e).__name__) from None
-        return RealtimeLine(ws)
+        return RealtimeLine(await open_socket(url, headers=headers, max_size=16 << 20))
 
 
 DOORS: dict[str, type[Door]] = {"ws": WsDoor, "twilio": TwilioDoor, "realtime": RealtimeDoor}
