@@ -241,3 +241,15 @@ async def test_a_sum_after_a_tool_turn_is_still_worked_out_exactly(tmp_path):
     await say(agent, "Is it sunny in Rome today?", 1)
     spoken, _ = await say(agent, "What is two plus three?", 2)
     assert spoken == "2 plus 3 is 5." and len(llm.requests) == 1
+
+
+@pytest.mark.parametrize("text, acts", [("Send an email to my boss.", True), ("Can you call my mom?", True),
+                                        ("Turn on the lights.", True), ("Stop the music.", True),
+                                        ("Start a timer for ten minutes.", True),
+                                        ("Stop, please. Thank you. That is enough for now.", False),
+                                        ("Stop.", False), ("Okay, stop it.", False), ("Stop talking.", False),
+                                        ("What is the capital of France?", False)])
+def test_asking_the_agent_to_stop_talking_is_not_a_request_to_act_in_the_world(text, acts):
+    from voice.llm.grounding import is_action_request
+
+    assert is_action_request(text) is acts

@@ -65,7 +65,9 @@ _ASKING = r"(?:(?:please|hey|ok|okay|now|and|also|just)\s+)*(?:(?:can|could|woul
           r"i (?:want|need|would like) you to\s+|(?:please\s+)?)"
 _ACTION = re.compile(rf"^{_ASKING}(?:send|e ?mail|text|message|call|phone|dial|ring|book|reserve|order|buy|purchase|"
                      r"pay|transfer|play|stream|turn (?:on|off|up|down)|switch (?:on|off)|dim|open|close|lock|unlock|"
-                     r"schedule|cancel|delete|navigate|drive|post|tweet|share|upload|download|install|start|stop)\b")
+                     r"schedule|cancel|delete|navigate|drive|post|tweet|share|upload|download|install|"
+                     # "start the timer" acts; "stop", "stop please", "stop it" ask the agent to stop talking
+                     r"(?:start|stop)\s+(?!(?:please|now|it|that|talking|there|thanks?|thank you)\b)\w+)\b")
 
 
 _LIVE = re.compile(r"\b(?:weather|forecast|temperature|rain(?:ing|y)?|snow(?:ing)?|sunny|news|headlines|stock|"
