@@ -48,10 +48,11 @@ def heavy_lock(enabled: bool = True) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def loadtest(url: str, out: Path, *args: str) -> dict:
-    """Run `voice loadtest` (the real CLI) and return its JSON summary."""
+def loadtest(url: str, out: Path, *args: str, timeout_s: float = 1800) -> dict:
+    """Run `voice loadtest` (the real CLI) and return its JSON summary; `timeout_s` must cover a
+    --duration-s run plus its last calls."""
     cmd = [sys.executable, "-m", "voice.cli", "loadtest", "--url", url, "--json", str(out), "--quiet", *args]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
     if result.returncode != 0:
         raise RuntimeError(f"voice loadtest failed ({result.returncode}):\n{result.stderr[-3000:]}")
     print(result.stdout.strip(), flush=True)

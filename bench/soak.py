@@ -115,7 +115,8 @@ def main() -> None:
             fresh = idle_reading(server.url)
             warm = loadtest(server.url, Path(tmp) / "warm.json", *common, "--duration-s", str(args.warmup_s))
             baseline = idle_reading(server.url)
-            soak = loadtest(server.url, Path(tmp) / "soak.json", *common, "--duration-s", str(args.minutes * 60))
+            soak = loadtest(server.url, Path(tmp) / "soak.json", *common, "--duration-s", str(args.minutes * 60),
+                            timeout_s=args.minutes * 60 + 600)  # the last calls finish after the duration
             end = idle_reading(server.url)
         finally:
             server.stop()

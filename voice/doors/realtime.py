@@ -368,6 +368,7 @@ class RealtimeDoor(CallDoor):
             raise RealtimeWireError("invalid_value", "nothing new to answer: add a user item first", e.event_id)
         modalities = params.output_modalities or self.session.output_modalities
         self.writer.response_metadata = params.metadata
+        self.writer.requested = True  # every RespondRequest ends in ReplyEnded, which clears it
         self.call.submit(RespondRequest(text=text, audio=modalities == ["audio"]))
 
     async def _response_cancel(self, e: ResponseCancel | OutputAudioBufferClear) -> None:

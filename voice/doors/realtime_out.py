@@ -93,6 +93,7 @@ class RealtimeWriter:
         self.response_metadata: dict[str, str] | None = None
         self.input_committed: asyncio.Future[str] | None = None  # the door's commit waits for its item
         self.retracted_turn: int | None = None       # a reply taken back: the user went on
+        self.requested = False                       # response.create sent to the call, no output yet
 
     async def write(self, item: Any) -> None:
         if isinstance(item, OutFrame):
@@ -259,7 +260,7 @@ class RealtimeWriter:
 
     async def finish(self, status: str, reason: str | None = None) -> None:
         """End the response now being streamed (nothing to do when there is none)."""
-        reply, self.reply = self.reply, None
+        reply, self.reply, self.requested = self.reply, None, False
         if reply is None:
             return
         await self._close_message(reply, "completed" if status == "completed" else "incomplete")
@@ -298,4 +299,6 @@ class RealtimeWriter:
 
     @property
     def active(self) -> bool:
-        return self.reply is not None
+        """A response is under way, or asked for and not yet begun (its first output may take a
+        second; a second response.create in between must be refused too)."""
+        return self.reply is not None or self.requested
