@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,20 +169,24 @@ class ScenarioSession:
 
     async def _hear_greeting(self) -> None:
         """A caller lets an agent that speaks first finish its greeting before talking; without
-        this the first turn barges in on it and the greeting's words count as that turn's reply."""
+        this the first turn barges in on it and the greeting's words count as that turn's reply.
+        A greeting that does not end in time is left to the first turn's checks."""
         greeting = self._greeting
-        deadline = time.monotonic() + OPENING_WAIT_S
-        while not greeting.server_turns and not greeting.audio_open and time.monotonic() < deadline:
+        if await self._until(lambda: bool(greeting.server_turns) or greeting.audio_open, OPENING_WAIT_S):
+            await self._until(lambda: self._over(greeting), self.scenario.timeout_s)
+
+    async def _until(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until `done()` (checked at every received item, and every 0.1 s); False when the
+        time ran out or the session ended first."""
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._closed is not None:
+                return False
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), 0.1)
-        deadline = time.monotonic() + self.scenario.timeout_s
-        while (greeting.server_turns or greeting.audio_open) and not self._over(greeting):
-            if time.monotonic() > deadline or self._closed is not None:
-                return  # the first turn's checks will show what is wrong
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), 0.1)
+                await asyncio.wait_for(self._changed.wait(), min(left, 0.1))
+        return True
 
     async def _play(self) -> None:
         turns = self.scenario.turns
@@ -209,19 +214,13 @@ class ScenarioSession:
         self.logs.append(log)
         await self._send(i, turn)
         log.input_done_s = self._now()
-        timeout_s = turn.timeout_s or self.scenario.timeout_s
-        deadline = time.monotonic() + timeout_s
-        while not (self._reply_started(log) if barge_next else self._over(log)):
-            left = deadline - time.monotonic()
-            if left <= 0 or self._closed is not None:
-                log.missing = self._missing(log, barge_next) or ["the turn to settle"]
-                if self._closed is not None:
-                    log.missing.append(f"(the session ended: {self._closed})")
-                log.ended_s = self._now()
-                raise TurnAborted
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(left, 0.1))
+        over = (lambda: self._reply_started(log)) if barge_next else (lambda: self._over(log))
+        if not await self._until(over, turn.timeout_s or self.scenario.timeout_s):
+            log.missing = self._missing(log, barge_next) or ["the turn to settle"]
+            if self._closed is not None:
+                log.missing.append(f"(the session ended: {self._closed})")
+            log.ended_s = self._now()
+            raise TurnAborted
 
     async def _send(self, i: int, turn: Turn) -> None:
         if turn.kind in ("say", "audio"):
