@@ -56,6 +56,11 @@ class ServerSettings(Strict):
     #: connections (`voice serve --workers N` sets it; so may hand-started processes).
     reuse_port: bool = False
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)  # refuse new sessions when behind
+    #: glibc keeps what the calls freed (voice/server/memory.py): fewer malloc arenas (0 = glibc's
+    #: default of 8 per core), and the free heap handed back to the OS when the last call ends and
+    #: at most every `trim_memory_every_s` while calls come and go (0 = never).
+    malloc_arena_max: int = Field(2, ge=0)
+    trim_memory_every_s: float = Field(60.0, ge=0)
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> ServerSettings:

@@ -30,6 +30,7 @@ from voice.pipeline.recording import retention_sweeps
 from voice.protocol import HEADER_SIZE, ErrorCode
 from voice.server.admission import AdmissionControl, engine_queue_delays_ms
 from voice.server.http import HttpRoutes
+from voice.server.memory import HeapTrimmer, limit_malloc_arenas
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class VoiceServer:
         self.started_at = time.monotonic()
         self._server: Server | None = None
         self._stopped = asyncio.Event()
+        self.heap_trimmer = HeapTrimmer(settings.server.trim_memory_every_s)
 
     @property
     def port(self) -> int:
@@ -115,6 +117,7 @@ class VoiceServer:
             metrics.SESSIONS_TOTAL.labels("crashed").inc()
         finally:
             self.sessions.discard(door)
+            self.heap_trimmer.call_ended(len(self.sessions))
 
     @staticmethod
     async def _refuse(conn: ServerConnection, path: str, code: ErrorCode, message: str) -> None:
@@ -167,6 +170,7 @@ async def run_server(settings: Settings, ready_line: bool = True, worker: int | 
 
     print(f"loading models (profile {settings.profile}: asr {settings.asr.model}, llm {settings.llm.model}, "
           f"tts {settings.tts.engine})…", file=sys.stderr, flush=True)
+    limit_malloc_arenas(settings.server.malloc_arena_max)  # before the engines' threads make arenas
     engines = await asyncio.to_thread(load_engines, settings)
     await warm_up(settings, engines)
     server = VoiceServer(settings, engines, worker)
