@@ -238,3 +238,75 @@ def test_when_the_agent_ends_the_call_the_stream_is_closed_after_its_goodbye(voi
     assert closed["code"] == 1000, closed
     assert sum(len(c) for c in twilio.received) > 8000 * 0.8  # the goodbye was sent before the close
     assert logged(voice_server, twilio.sid, "call_ending") == ["goodbye"]
+
+
+# --- streamdouble: an independent Twilio Media Streams simulator (PyPI), not written by us ---------
+
+def wav_of(tmp_path, name: str, text: str) -> str:
+    """Piper speech as a WAV file: streamdouble reads a file and makes the 8 kHz μ-law itself."""
+    audio, rate = synthesize(text)
+    path = tmp_path / f"{name}.wav"
+    sf.write(str(path), audio, rate, subtype="PCM_16")
+    return str(path)
+
+
+def phone_heard(whisper, reply: np.ndarray) -> str:
+    """What a caller hears in the agent's 8 kHz reply, by Whisper base."""
+    segments, _ = whisper.transcribe(resample(reply.astype(np.float32) / 32768, 8000, 16000), language="en",
+                                     beam_size=1, condition_on_previous_text=False)
+    return " ".join(s.text.strip() for s in segments)
+
+
+def streamdouble_config(**impairments):
+    from streamdouble.chaos import Impairments
+    from streamdouble.session import SessionConfig
+
+    # a CPU box answers in seconds, not the simulator's default 10 s; the reply ends after 2 s quiet
+    return SessionConfig(response_timeout_s=45.0, quiet_period_s=2.0, max_drain_s=60.0,
+                         impairments=Impairments(**impairments), chaos_seed=7)
+
+
+@pytest.mark.parametrize("network", [{}, {"loss": 0.05, "jitter_ms": 40.0}], ids=["clean", "5%-loss-40ms-jitter"])
+def test_streamdouble_call_gets_the_question_heard_and_a_spoken_answer(voice_server, whisper, tmp_path, network):
+    """streamdouble streams the question, keeps the line open with silence, plays the reply in real
+    time and echoes marks like Twilio; it reports any protocol violation of ours."""
+    from streamdouble import api
+
+    report = asyncio.run(api.call(voice_server.url.replace("/ws", "/twilio"),
+                                  audio_path=wav_of(tmp_path, "question", QUESTION),
+                                  config=streamdouble_config(**network)))
+    sid = report.result.identity.stream_sid
+    heard = logged(voice_server, sid, "transcript_final")
+    said = " ".join(logged(voice_server, sid, "agent_text"))
+    reply_heard = phone_heard(whisper, ulaw_decode(report.result.audio_received))
+    print(f"\n{network or 'clean'}: dropped {report.result.frames_dropped} frames, server heard {heard}, "
+          f"agent said {said!r}, caller heard {reply_heard!r}, first audio {report.result.time_to_first_audio_s}")
+    assert report.violations == [], report.violations
+    assert report.result.time_to_first_audio_s is not None and not report.result.closed_early
+    assert report.result.marks_echoed and report.result.clears_received == 0
+    assert heard and wer(QUESTION, heard[0]) <= 0.35, heard
+    assert said and wer(spoken(said), reply_heard) <= 0.5, (said, reply_heard)
+
+
+def test_streamdouble_barge_in_scenario_gets_a_clear(voice_server, tmp_path):
+    """streamdouble's own scenario vocabulary: ask for a story, talk over it, expect `clear`."""
+    from streamdouble import api
+    from streamdouble.scenario import parse
+
+    scenario = parse({"name": "caller talks over the story", "steps": [
+        {"say": wav_of(tmp_path, "story", STORY)},
+        {"wait_for": {"event": "audio", "timeout": 45}},
+        {"wait": 1.5},
+        {"say": wav_of(tmp_path, "interruption", INTERRUPTION)},
+        {"wait_for": {"event": "clear", "timeout": 15}},
+        {"expect": "clear"},
+        {"wait": 1.0},
+    ]})
+    report = asyncio.run(api.run_scenario(voice_server.url.replace("/ws", "/twilio"), scenario,
+                                          config=streamdouble_config()))
+    sid = report.result.identity.stream_sid
+    print(f"\nexpectations {report.result.expectations}, clears {report.result.clears_received}, "
+          f"interrupted {logged(voice_server, sid, 'interrupted')}")
+    assert report.violations == [], report.violations
+    assert report.result.expectations and not report.result.failed_expectations, report.result.expectations
+    assert logged(voice_server, sid, "interrupted")

@@ -151,3 +151,49 @@ def test_a_reply_started_after_a_dropped_one_takes_its_turn_number_and_place(tts
     rec, conv = asyncio.run(run())
     assert final_texts(rec) == [(1, "Second answer.")]  # the prepared one asked the model first, then was dropped
     assert [m["content"] for m in conv.history if m["role"] == "user"] == ["second question"]
+
+
+class SlowCallLlm:
+    """Writes a weather call slowly, like a small model on a busy CPU (a token every 0.3 s)."""
+
+    name = "slow-call"
+
+    def __init__(self, call: str, delay_s: float = 0.3):
+        self.call, self.delay_s = call, delay_s
+        self.finished_at: float | None = None
+
+    async def stream_chat(self, messages, options=None):
+        for i in range(0, len(self.call), 6):
+            await asyncio.sleep(self.delay_s)
+            yield self.call[i:i + 6]
+        self.finished_at = asyncio.get_running_loop().time()
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+    def close(self):
+        pass
+
+
+def test_the_call_filler_is_heard_while_the_call_is_still_being_written(tts):
+    """"Let me check." is a whole sentence of the agent's own: its audio goes out at once, not when
+    the words after it arrive (a tool call and its result, seconds away under load)."""
+    from voice.agents import assistant
+
+    async def run():
+        llm = SlowCallLlm('{"name": "get_weather", "arguments": {"city": "Paris", "day": "tomorrow"}}')
+        agent = Agent(llm, toolbox=Toolbox([assistant.get_weather]))
+        conv, rec = conversation(tts, agent)
+        loop = asyncio.get_running_loop()
+        m = TurnMetrics(0, speech_end=loop.time())
+        conv.start("What's the weather in Paris tomorrow?", m)
+        await until(lambda: rec.frames)
+        first_audio_at = loop.time()
+        await until(lambda: not conv.speaking, timeout_s=30)
+        await conv.aclose()
+        return llm, first_audio_at, rec
+
+    llm, first_audio_at, rec = asyncio.run(run())
+    spoken = final_texts(rec)
+    assert llm.finished_at is not None and first_audio_at < llm.finished_at - 1.0, "the filler waited for the call"
+    assert spoken and spoken[0][1].startswith("Let me check. Tomorrow in Paris"), spoken

@@ -38,7 +38,7 @@ from voice.agents.dates import Clock
 from voice.agents.slots import parse_yes_no
 from voice.llm import arithmetic, replies, rounds, toolcalls
 from voice.llm.base import GenerationOptions, LlmEngine
-from voice.llm.events import AgentEvent, StateChanged, ToolFinished
+from voice.llm.events import AgentEvent, Line, StateChanged, ToolFinished
 from voice.llm.flows import GO_TO_STEP, SET_SLOTS, FlowRun, FlowSpec, Heard, flow_tools
 from voice.llm.grounding import asks_live_data, correct, ground, is_action_request, is_question, is_request, unsaid
 from voice.llm.guard import SpeechGuard
@@ -53,10 +53,6 @@ AgentItem = str | AgentEvent
 BUILTIN = (GO_TO_STEP, SET_SLOTS)
 CORRECTION = re.compile(r"^\W*(?:no|nope|sorry|oops|actually|wait)\b|\b(?:make it|change it to|i meant|i mean)\b",
                         re.I)
-
-
-class _Line(str):
-    """A sentence of the agent's own (ask, filler, question), spaced from what came before."""
 
 
 class Agent:
@@ -117,18 +113,18 @@ class Agent:
         async for item in self._respond(t, turn):
             if isinstance(item, str):
                 gap = bool(t.spoken) and not t.spoken[-1].isspace() and not item[:1].isspace()
-                if isinstance(item, _Line):
+                if isinstance(item, Line):
                     boundary = True
                     if not item.strip():
                         continue
-                    item = " " + item if gap else item
+                    item = Line(" " + item) if gap else item  # still a Line: the speaker says it at once
                 elif item:
                     item, boundary = (" " + item if gap and boundary else item), False
                 t.spoken += item
             yield item
         if (last := replies.closing_line(t, self.options.fallback)) is not None:
             t.spoken += (" " if t.spoken.strip() else "") + last
-            yield _Line(last)
+            yield Line(last)
 
     def finished(self, spoken: str) -> None:
         """The reply was spoken to its end: its text joins the history (results live in the words)."""
@@ -225,12 +221,12 @@ class Agent:
             return
         if flow and heard and not (heard.moved or heard.changed) and (line := replies.out_of_range(
                 flow.state.slots, t.text)):
-            yield _Line(line)
+            yield Line(line)
             heard.moved = True  # ...and the question again
         if flow and heard and (heard.moved or (corrected and not self._action(turn))):
             lines = [flow.spec.intents[heard.intent].say if heard.intent else None, flow.ask()]
             for line in filter(None, lines):
-                yield _Line(line)
+                yield Line(line)
             if any(lines):
                 return
         if heard and (heard.moved or heard.changed) and (action := self._action(turn)) is not None:
@@ -245,12 +241,12 @@ class Agent:
         t.must_call = named and is_request(t.text)
         if self.options.abilities and not named and (
                 asks_live_data(t.text) or (self.options.refuse_actions and is_action_request(t.text))):
-            yield _Line(f"{replies.CANNOT} {self.options.abilities}")  # it could only make it up, or claim it
+            yield Line(f"{replies.CANNOT} {self.options.abilities}")  # it could only make it up, or claim it
             if side is None and flow and (ask := flow.ask()):
-                yield _Line(ask)
+                yield Line(ask)
         elif not named and (sum_ := arithmetic.solve(t.text, self._last_value)):
             self._last_value = sum_.value  # "and if I take away thirty from that?"
-            yield _Line(sum_.spoken)
+            yield Line(sum_.spoken)
             if side is None:
                 return
         else:
@@ -258,12 +254,12 @@ class Agent:
                 yield item
         if side is not None and self._pending is None and (tool := self.toolbox.get(side.name)):
             self._pending, t.asked_at = side, len(t.spoken.split())  # back to the question it interrupted
-            yield _Line(tool.confirmation(side.arguments))
+            yield Line(tool.confirmation(side.arguments))
         elif self._pending is None and self._waiting is None and (action := self._action(turn)) is not None:
             async for item in self._do(t, turn, [action]):  # answered a side question: back to the point
                 yield item
         elif flow and flow.state.slots and "?" not in t.spoken[said:] and (ask := flow.ask()):
-            yield _Line(ask)  # the model lost the thread (or was not asked): ask the state's question again
+            yield Line(ask)  # the model lost the thread (or was not asked): ask the state's question again
 
     async def _answer(self, t: Turn, turn: int, call: ToolCall, yes: bool) -> AsyncIterator[AgentItem]:
         """The user's yes or no to a consequential call."""
@@ -314,14 +310,14 @@ class Agent:
 
     async def _llm(self, t: Turn, turn: int, tools: list[Tool]) -> AsyncIterator[AgentItem]:
         """One LLM round: checked prose is spoken as it streams; calls it makes are run (or asked about)."""
-        yield _Line("")  # a new round: its text is a new sentence
+        yield Line("")  # a new round: its text is a new sentence
         options, messages = rounds.round_request(self.flow, self.memory, self.system_prompt, self.generation,
                                           self.options, t, tools, self._state_tools())
         gate, filler = SpeechGate(), self.options.call_filler if tools else ""
         said = " ".join(m["content"] for m in self.history[-8:] if m["role"] == "user")
         if filler and t.must_call and not t.filled and not any(x.consequential for x in tools):
             t.filled = True  # the reply will be a lookup: say so now, not ~1 s later once its name is written
-            yield _Line(filler)
+            yield Line(filler)
         guard = SpeechGuard(replies.internal_texts(messages, options.tools), user_text=t.text, acted=t.acted)
         async with contextlib.aclosing(self.llm.stream_chat(messages, options)) as deltas:
             async for delta in deltas:
@@ -329,7 +325,7 @@ class Agent:
                     yield speak
                 if not t.filled and (line := rounds.call_filler(self.toolbox, gate.held, filler, said)):
                     t.filled = True
-                    yield _Line(line)
+                    yield Line(line)
         tail, held = gate.finish()
         parsed = toolcalls.parse_reply(held) if held else None
         if parsed is None or not parsed.calls or not tools:
@@ -362,7 +358,7 @@ class Agent:
                 continue
             if (name := unsaid(tool, call, said)) is not None:  # "Paris" for "is it cold?": never run
                 if is_question(t.text):
-                    yield _Line(tool.question(name))
+                    yield Line(tool.question(name))
                 else:  # a remark ("the weather has been lovely"), not a request: just answer it
                     async for item in self._llm(t, turn, []):
                         yield item
@@ -370,7 +366,7 @@ class Agent:
             calls[i], missing = ground(tool, call, t.text, self.clock())
             if missing is not None:  # the user did not say when: ask, and keep the call for the answer
                 self._waiting = Waiting(calls[i], missing, t.text)
-                yield _Line(tool.question(missing))
+                yield Line(tool.question(missing))
                 return
         if asked := next((c for c in calls if (x := self.toolbox.get(c.name)) and x.consequential), None):
             async for item in self._ask_first(t, turn, asked):
@@ -389,7 +385,7 @@ class Agent:
         outcome's fixed line, and a model round (without tools) for results that have none."""
         if self.flow and before is not None and self.flow.path != before:
             if ask := self.flow.ask():
-                yield _Line(ask)
+                yield Line(ask)
                 return
             if (action := self._action(turn)) is not None:
                 async for item in self._do(t, turn, [action]):
@@ -403,7 +399,7 @@ class Agent:
                 if self.options.say_results or not o.ok else None
             if line:
                 told = True
-                yield _Line(line)
+                yield Line(line)
             elif o.ok:
                 to_model.append(o)
         if to_model or not told:
@@ -423,7 +419,7 @@ class Agent:
             return
         self._pending = checked
         t.asked_at = len(t.spoken.split())
-        yield _Line(tool.confirmation(checked.arguments))
+        yield Line(tool.confirmation(checked.arguments))
 
     async def _run(self, t: Turn, turn: int, calls: list[ToolCall], outcomes: list[ToolOutcome] | None = None,
                    *, fresh: bool = True) -> AsyncIterator[AgentItem]:
@@ -440,7 +436,7 @@ class Agent:
                 _, slow = await asyncio.wait(tasks, timeout=self.options.filler_after_s)
                 if slow and not t.filled:
                     t.filled = True
-                    yield _Line(self.options.filler)
+                    yield Line(self.options.filler)
                 outcomes = list(await asyncio.gather(*tasks))
             finally:
                 for task in tasks:

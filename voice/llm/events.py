@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 
+class Line(str):
+    """A whole sentence of the agent's own (a filler, a question, a confirmation), not model text
+    still streaming: it is spoken at once (the TTS does not wait for the words after it, which may
+    be a tool call and its result away)."""
+
+
 @dataclass(frozen=True)
 class ToolStarted:
     """The agent called a tool (arguments as the tool will see them when they are valid)."""

@@ -29,7 +29,7 @@ from typing import Any
 from voice import metrics
 from voice.llm.agent import Agent
 from voice.llm.errors import LlmError
-from voice.llm.events import ToolFinished
+from voice.llm.events import Line, ToolFinished
 from voice.pipeline.audio_out import AudioOut, OutCodec, OutFrame, Pacer
 from voice.pipeline.events import AgentText, Interrupted, TurnMetricsReport
 from voice.pipeline.turn_metrics import TurnMetrics
@@ -265,7 +265,10 @@ class ReplySpeaker:
                         m.stamp("first_llm_token")
                         full += item
                         self._emit(AgentText(turn=turn, text=item, final=False))
-                        for piece in chunker.feed(item):
+                        # the agent's own whole sentence ("Let me check.") is said now, not when the
+                        # next words come: they may be a tool call and its result (seconds) away
+                        pieces = chunker.feed(item) + (chunker.flush() if isinstance(item, Line) else [])
+                        for piece in pieces:
                             await self._speak(piece, m)
                 for piece in chunker.flush():
                     await self._speak(piece, m)
