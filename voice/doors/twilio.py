@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 TWILIO_PATH = "/twilio"
 RATE_HZ = 8000
+FRAME_SAMPLES = 160  # Twilio's 20 ms media frame
 POLICY_VIOLATION = 1008
 #: Call events logged per stream (Twilio has no channel for them): what was heard and said.
 LOGGED_EVENTS = frozenset({"transcript_final", "agent_text", "interrupted", "end_of_turn", "backchannel",
@@ -54,6 +55,10 @@ class TwilioSettings:
     start_timeout_s: float = 10.0   # connected/start must arrive this soon
     mark_every_ms: int = 500         # playback-position granularity inside a long reply
     max_bad_messages: int = 20       # then the stream is closed (1008 policy violation)
+    #: Twilio sends a `media` message every 20 ms for the whole call, silence included. When none
+    #: comes for this long (lost packets, a stalled or simulated caller that sends only its words),
+    #: the gap is heard as silence, so the turn still ends instead of waiting for audio forever.
+    fill_gap_after_ms: int = 400
 
 
 class MarkLedger:
@@ -105,6 +110,9 @@ class TwilioStream(CallDoor):
         self._bad = 0
         self._since_mark_samples = 0
         self._keys = RateLimiter(4 * settings.server.turn_burst, settings.server.turn_refill_s / 4)
+        self._line_at = 0.0  # (event-loop clock) the call has heard the line up to here: media or filled gaps
+        self._feeding = asyncio.Lock()
+        self._waiting = True  # the reader waits for the socket: no message is queued behind a slow VAD
 
     async def run(self) -> None:
         self._inbox = self._messages()  # one reader of the connection for the whole call
@@ -167,11 +175,23 @@ class TwilioStream(CallDoor):
 
     async def read_loop(self) -> str:
         assert self.call is not None
+        loop = asyncio.get_running_loop()
+        self._line_at = loop.time()
+        gaps = asyncio.create_task(self._fill_gaps(), name=f"twilio-gaps-{self.id}")
+        try:
+            return await self._read_messages(loop)
+        finally:
+            gaps.cancel()
+
+    async def _read_messages(self, loop: asyncio.AbstractEventLoop) -> str:
+        assert self.call is not None
         try:
             async for message in self._inbox:
+                self._waiting = False
                 if isinstance(message, tw.Media) and message.inbound:
                     pcm = ulaw_decode(message.media.payload)
-                    await self.call.feed_audio(self.audio_in.decode(pcm.tobytes()))
+                    self._line_at = max(self._line_at, loop.time())
+                    await self._hear(pcm.tobytes())
                 elif isinstance(message, tw.Dtmf) and self._keys.allow():
                     self.call.submit(UserDtmf(message.dtmf.digit.upper()))
                 elif isinstance(message, tw.Mark):
@@ -179,12 +199,33 @@ class TwilioStream(CallDoor):
                         self.call.submit(PlaybackMark(played))
                 elif isinstance(message, tw.Stop):
                     return "bye"
+                self._waiting = True
         except StreamRefused as e:
             await self._close(e.code, e.reason)
             return "error"
         except ConnectionClosed:
             pass
         return "vanished"
+
+    async def _fill_gaps(self) -> None:
+        """Silence for the time no `media` came, once the gap is longer than `fill_gap_after_ms`.
+
+        Only while the reader waits on the socket: when it is busy (the VAD is slow under load),
+        the frames that seem late are queued, not missing."""
+        assert self.call is not None
+        loop, frame_s = asyncio.get_running_loop(), FRAME_SAMPLES / RATE_HZ
+        while True:
+            await asyncio.sleep(0.1)
+            missing = int((loop.time() - self._line_at) / frame_s)
+            if self._waiting and missing * frame_s * 1000 >= self.twilio.fill_gap_after_ms:
+                self._line_at += missing * frame_s
+                await self._hear(bytes(2 * FRAME_SAMPLES * missing))
+
+    async def _hear(self, pcm16: bytes) -> None:
+        """Into the call, one piece at a time: a filled gap and a frame never overlap in the VAD."""
+        assert self.call is not None
+        async with self._feeding:
+            await self.call.feed_audio(self.audio_in.decode(pcm16))
 
     # ------------------------------------------------------------------ the call -> Twilio
 
