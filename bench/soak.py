@@ -97,6 +97,16 @@ def plot(warm: dict, soak: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def worst_turns(phase: dict, keep: int = 5) -> list[dict]:
+    """The lost turns and the `keep` slowest answered ones, with what was asked, heard and said and
+    each server stage: what a reader needs to tell a queue from a mishearing."""
+    fields = ("at_s", "question", "heard", "reply", "v2v_ms", "lost", "stages_ms")
+    lost = [t for t in phase["per_turn"] if t["lost"]]
+    slow = sorted((t for t in phase["per_turn"] if not t["lost"] and t["v2v_ms"] is not None),
+                  key=lambda t: t["v2v_ms"])[-keep:][::-1]
+    return [{k: t.get(k) for k in fields} for t in lost + slow]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=30.0)
@@ -144,6 +154,7 @@ def main() -> None:
         "soak": {k: soak[k] for k in ("calls", "connected", "turns", "answered", "lost_turns", "refused", "errors",
                                       "v2v_ms", "duration_s", "server_stages_ms", "rss_mb", "cpu_cores")},
         "warmup": {k: warm[k] for k in ("calls", "turns", "lost_turns", "refused", "errors", "v2v_ms")},
+        "worst_turns": {"warmup": worst_turns(warm), "soak": worst_turns(soak)},
     })
 
 
