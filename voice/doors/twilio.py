@@ -182,6 +182,8 @@ class TwilioStream(CallDoor):
             return await self._read_messages(loop)
         finally:
             gaps.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gaps  # a failure in it is this call's failure, not a lost task's log line
 
     async def _read_messages(self, loop: asyncio.AbstractEventLoop) -> str:
         assert self.call is not None
