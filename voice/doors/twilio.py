@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from voice.codecs.g711 import ulaw_decode, ulaw_encode
 from voice.codecs.pcm import float32_to_int16
@@ -111,8 +111,6 @@ class TwilioStream(CallDoor):
         self._since_mark_samples = 0
         self._keys = RateLimiter(4 * settings.server.turn_burst, settings.server.turn_refill_s / 4)
         self._line_at = 0.0  # (event-loop clock) the call has heard the line up to here: media or filled gaps
-        self._feeding = asyncio.Lock()
-        self._waiting = True  # the reader waits for the socket: no message is queued behind a slow VAD
 
     async def run(self) -> None:
         self._inbox = self._messages()  # one reader of the connection for the whole call
@@ -159,8 +157,19 @@ class TwilioStream(CallDoor):
                                     output_codec="pcm16", output_rate_hz=RATE_HZ)
 
     async def _messages(self):
-        """Each well-formed message; malformed ones are logged and counted, too many end the stream."""
-        async for raw in self.conn:
+        """Each well-formed message, or None when none came for `fill_gap_after_ms` (the timeout only
+        runs while the reader waits here, so frames queued behind a busy VAD never look missing).
+        Malformed messages are logged and counted, too many end the stream."""
+        quiet_s = self.twilio.fill_gap_after_ms / 1000
+        while True:
+            try:
+                async with asyncio.timeout(quiet_s):
+                    raw = await self.conn.recv()  # cancelling recv loses nothing (websockets)
+            except TimeoutError:
+                yield None
+                continue
+            except ConnectionClosedOK:
+                return
             try:
                 yield tw.parse_twilio(raw)
             except tw.TwilioMessageError as e:
@@ -177,23 +186,13 @@ class TwilioStream(CallDoor):
         assert self.call is not None
         loop = asyncio.get_running_loop()
         self._line_at = loop.time()
-        gaps = asyncio.create_task(self._fill_gaps(), name=f"twilio-gaps-{self.id}")
-        try:
-            return await self._read_messages(loop)
-        finally:
-            gaps.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gaps  # a failure in it is this call's failure, not a lost task's log line
-
-    async def _read_messages(self, loop: asyncio.AbstractEventLoop) -> str:
-        assert self.call is not None
         try:
             async for message in self._inbox:
-                self._waiting = False
-                if isinstance(message, tw.Media) and message.inbound:
-                    pcm = ulaw_decode(message.media.payload)
+                if message is None:
+                    await self._hear_gap(loop.time())
+                elif isinstance(message, tw.Media) and message.inbound:
                     self._line_at = max(self._line_at, loop.time())
-                    await self._hear(pcm.tobytes())
+                    await self.call.feed_audio(self.audio_in.decode(ulaw_decode(message.media.payload).tobytes()))
                 elif isinstance(message, tw.Dtmf) and self._keys.allow():
                     self.call.submit(UserDtmf(message.dtmf.digit.upper()))
                 elif isinstance(message, tw.Mark):
@@ -201,7 +200,6 @@ class TwilioStream(CallDoor):
                         self.call.submit(PlaybackMark(played))
                 elif isinstance(message, tw.Stop):
                     return "bye"
-                self._waiting = True
         except StreamRefused as e:
             await self._close(e.code, e.reason)
             return "error"
@@ -209,25 +207,13 @@ class TwilioStream(CallDoor):
             pass
         return "vanished"
 
-    async def _fill_gaps(self) -> None:
-        """Silence for the time no `media` came, once the gap is longer than `fill_gap_after_ms`.
-
-        Only while the reader waits on the socket: when it is busy (the VAD is slow under load),
-        the frames that seem late are queued, not missing."""
+    async def _hear_gap(self, now: float) -> None:
+        """The time since the line was last heard, as silence (Twilio would have sent it)."""
         assert self.call is not None
-        loop, frame_s = asyncio.get_running_loop(), FRAME_SAMPLES / RATE_HZ
-        while True:
-            await asyncio.sleep(0.1)
-            missing = int((loop.time() - self._line_at) / frame_s)
-            if self._waiting and missing * frame_s * 1000 >= self.twilio.fill_gap_after_ms:
-                self._line_at += missing * frame_s
-                await self._hear(bytes(2 * FRAME_SAMPLES * missing))
-
-    async def _hear(self, pcm16: bytes) -> None:
-        """Into the call, one piece at a time: a filled gap and a frame never overlap in the VAD."""
-        assert self.call is not None
-        async with self._feeding:
-            await self.call.feed_audio(self.audio_in.decode(pcm16))
+        frames = int((now - self._line_at) * RATE_HZ / FRAME_SAMPLES)
+        if frames > 0:
+            self._line_at += frames * FRAME_SAMPLES / RATE_HZ
+            await self.call.feed_audio(self.audio_in.decode(bytes(2 * FRAME_SAMPLES * frames)))
 
     # ------------------------------------------------------------------ the call -> Twilio
 
