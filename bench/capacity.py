@@ -59,10 +59,13 @@ def loadtest(url: str, out: Path, *args: str, timeout_s: float = 1800) -> dict:
     return json.loads(out.read_text())
 
 
-def measure(callers: int, turns: int, admission: bool, arrive_every_s: float, tmp: Path, lock: bool) -> dict:
-    """One point: a fresh server, one load test, the numbers that matter."""
+def measure(callers: int, turns: int, admission: bool, arrive_every_s: float, tmp: Path, lock: bool,
+            settings: dict[str, str] | None = None) -> dict:
+    """One point: a fresh server (`settings`: more VOICE_* variables), one load test, the numbers
+    that matter."""
     env = {"VOICE_SERVER__ADMISSION__ENABLED": "true" if admission else "false",
-           "VOICE_SERVER__MAX_SESSIONS": "100"}  # the fixed cap out of the way: what admission does alone
+           "VOICE_SERVER__MAX_SESSIONS": "100",  # the fixed cap out of the way: what admission does alone
+           **(settings or {})}
     with heavy_lock(lock):
         server = start_server(tmp, env=env)
         try:

@@ -2,11 +2,12 @@
 
 Why not the AdaptiveBatcher: llama-cpp-python's `Llama` decodes one sequence at a time (it cannot
 batch requests) and is not thread-safe. So each `Llama` object is owned by ONE worker thread for
-its whole life. Requests from all sessions wait in one FIFO queue and the next free worker takes
-the oldest: N sessions share N contexts. With `contexts=1` a second session's reply starts only when
-the first one ends or is cancelled; raise `contexts` (or use an OpenAI-compatible server with
-parallel slots) when sessions overlap. Each context loads the weights again: on CPU they are mmap'd
-and shared through the page cache, on a GPU every context holds its own copy in VRAM.
+its whole life. Requests from all sessions wait in one queue and the next free worker takes the
+one that has had the fewest speakable pieces (a new turn: none), then the oldest: N sessions share
+N contexts, and a reply gives its context up between pieces while another waits (below). Raise
+`contexts` (or use an OpenAI-compatible server with parallel slots) when many sessions overlap.
+Each context loads the weights again: on CPU they are mmap'd and shared through the page cache, on
+a GPU every context holds its own copy in VRAM.
 
 Latency: llama-cpp-python reuses the KV cache of the longest common token prefix with the previous
 request on the same `Llama`; everything after it is evaluated again (~200 tokens/s on 2 CPU cores).
@@ -18,6 +19,22 @@ after it finds its history still warm in the other: with one context each switch
 whole prompt (1.5-2 s on CPU). Waiting for a busy context that would fit better is never done: that
 could cost a whole reply, the lost prefix costs one evaluation.
 
+Sharing a context between replies (`interleave`, on by default): a reply is generated far faster
+than it is spoken (20-40 tokens/s against ~3 spoken), so holding a context for a whole reply makes
+another caller's turn wait for text nobody will hear for seconds (measured in the 30-minute soak on
+2 contexts and 5 callers: the first token of the worst turns came 10-15 s after the end of speech).
+So each time a reply completes a speakable piece (the TTS chunker's cut: its consumer can speak it
+now) while every context is busy and a waiting request has no more pieces than it, the reply gives
+its context up: its sequence (KV cells and tokens, ~12 KB per token for a 0.5B model, a memcpy) is
+saved and it queues again. The queue serves the fewest pieces first, then the oldest, so a new
+turn's first sentence goes before the second sentence of a reply already being spoken. A resumed
+reply restores its sequence (when another request used the context meanwhile) and continues from
+the text already sent: the prompt is rendered again with that text appended, and llama.cpp's
+prefix match finds all of it cached (measured: 30 ms to the next token). A reply that has begun a
+tool call, or must be one (an eager grammar whose state cannot be saved), keeps its context.
+That is why the engine renders prompts itself with the GGUF's chat template (`chat_formatter`,
+built as llama-cpp-python builds "chat_template.default") and streams raw completions.
+
 Cancellation: when the consumer stops iterating (aclose(), task cancellation, or a `break` followed
 by garbage collection of the generator: wrap it in `contextlib.aclosing` to make that immediate),
 a flag is set that the worker checks after every streamed token; it then closes the llama iterator
@@ -28,6 +45,7 @@ and takes the next request. A cancel that arrives during prompt evaluation waits
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import itertools
 import json
 import logging
@@ -35,24 +53,29 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Collection, Generator, Sequence
+from collections.abc import AsyncIterator, Collection, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import llama_cpp
+import numpy as np
+import numpy.typing as npt
+from llama_cpp.llama_chat_format import ChatFormatterResponse, Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from voice.batching import QueueWaits, busy_batchers
 from voice.llm.base import GenerationOptions
 from voice.llm.errors import LlmError, check_messages
-from voice.llm.grammar import LazyGrammarLlama, lazy_tool_grammar
+from voice.llm.grammar import TOOL_CALL_OPEN, LazyGrammarLlama, lazy_tool_grammar
+from voice.tts.chunker import TextChunker
 
 log = logging.getLogger(__name__)
 
 CLOSE_JOIN_S = 10.0  # how long close() waits for each worker to finish its token
 
 _DELTA, _END, _ERROR = "delta", "end", "error"
+_SUSPEND = "suspend"  # not sent: the reply gave its context up and queues again
 
 
 def resolve_llm_device(requested: str, cuda_available: bool,
@@ -152,6 +175,60 @@ def pick_request(requests: Sequence[tuple[str, str | None]], worker: int, idle: 
     return None
 
 
+def should_yield(pieces: int, waiting: Iterable[int], idle_contexts: int) -> bool:
+    """Whether a reply that has just completed its `pieces`-th speakable piece gives its context to
+    a waiting request (`waiting`: the pieces each has already had). Only when no context is idle,
+    and only to a request no further ahead than this one: a new turn (0 pieces) always, and replies
+    already being spoken take turns piece by piece instead of one waiting for the other's end."""
+    return idle_contexts == 0 and any(w <= pieces for w in waiting)
+
+
+@dataclass
+class SavedSequence:
+    """A suspended reply's llama.cpp sequence: its KV cells and the tokens they hold."""
+
+    tokens: npt.NDArray[np.intc]
+    data: ctypes.Array[ctypes.c_uint8]
+
+
+def save_sequence(llama: llama_cpp.Llama) -> SavedSequence:
+    size = llama_cpp.llama_state_seq_get_size(llama.ctx, 0)
+    data = (ctypes.c_uint8 * size)()
+    if llama_cpp.llama_state_seq_get_data(llama.ctx, data, size, 0) != size:
+        raise RuntimeError("llama.cpp could not copy the sequence state")
+    return SavedSequence(llama.input_ids[:llama.n_tokens].copy(), data)
+
+
+def restore_sequence(llama: llama_cpp.Llama, saved: SavedSequence) -> None:
+    """Put `saved` back in the context, unless the context still holds it (no one used it since).
+    On failure the context is left empty: the prompt is then evaluated again, slower but right."""
+    n = len(saved.tokens)
+    if llama.n_tokens == n and np.array_equal(llama.input_ids[:n], saved.tokens):
+        return
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llama.ctx), True)
+    llama.n_tokens = 0
+    if llama_cpp.llama_state_seq_set_data(llama.ctx, saved.data, len(saved.data), 0) != len(saved.data):
+        log.warning("llama.cpp could not restore a suspended reply; evaluating its prompt again")
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llama.ctx), True)
+        return
+    llama.input_ids[:n] = saved.tokens
+    llama.n_tokens = n
+    llama._requires_eval = True  # the restored state has no logits: generate() evaluates one token
+
+
+def chat_formatter(llama: llama_cpp.Llama, name: str) -> Jinja2ChatFormatter:
+    """The GGUF's own chat template (it renders `tools`), built as llama-cpp-python builds its
+    "chat_template.default" handler."""
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise ValueError(f"{name} has no chat template (tokenizer.chat_template): use an instruct GGUF")
+
+    def text(token: int) -> str:
+        return llama._model.token_get_text(token) if token != -1 else ""
+    return Jinja2ChatFormatter(template=template, eos_token=text(llama.token_eos()),
+                               bos_token=text(llama.token_bos()), stop_token_ids=[llama.token_eos()])
+
+
 @dataclass(eq=False)
 class _Request:
     """One chat request; the worker thread hands (kind, value) items to `queue` on the consumer's loop."""
@@ -165,6 +242,14 @@ class _Request:
     cancelled: threading.Event = field(default_factory=threading.Event)
     cancelled_at: float = 0.0  # time.monotonic() of the cancel, s
     queued_at: float = field(default_factory=time.monotonic)
+    spoken: str = ""  # the text sent so far: a resumed reply continues it
+    pieces: int = 0  # speakable pieces in `spoken` (the queue serves the fewest first)
+    chunker: TextChunker = field(default_factory=TextChunker)
+    saved: SavedSequence | None = None  # while suspended
+
+    def preemptible(self) -> bool:
+        """A call's grammar state cannot be saved: a reply that is (or must be) one keeps its context."""
+        return not self.options.require_call and TOOL_CALL_OPEN not in self.spoken
 
     def cancel(self) -> None:
         if not self.cancelled.is_set():
@@ -192,7 +277,7 @@ class LlamaCppEngine:
         n_gpu_layers: int | None = None,
         device: Literal["cpu", "cuda", "auto"] = "cpu",
         contexts: int = 1,
-        chat_format: str | None = None,
+        interleave: bool = True,
         seed: int = llama_cpp.LLAMA_DEFAULT_SEED,
         verbose: bool = False,
     ) -> None:
@@ -200,7 +285,8 @@ class LlamaCppEngine:
         `n_threads_batch`: while evaluating the prompt (None: same as n_threads, never more threads
         than asked for: on a small box oversubscription collapses llama.cpp's speed).
         `n_threads_solo`: while generating a token when no other model work runs (see pick_threads).
-        `chat_format` None: the GGUF's own Jinja chat template (it renders `tools`)."""
+        `interleave`: replies give their context up between speakable pieces while others wait
+        (module docstring). Prompts are rendered with the GGUF's own chat template."""
         if contexts < 1:
             raise ValueError(f"contexts must be >= 1, not {contexts}")
         path = Path(model_path)
@@ -219,11 +305,18 @@ class LlamaCppEngine:
         #: ms from a consumer's cancel to its worker being free again (last cancelled request), or None.
         self.last_cancel_release_ms: float | None = None
         started = time.monotonic()
+        self.interleave = interleave
         self._llamas = [
-            self._load(path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads_batch or n_threads,
-                       chat_format=chat_format, seed=seed, verbose=verbose)
+            LazyGrammarLlama(str(path), n_gpu_layers=self.n_gpu_layers, n_ctx=n_ctx, n_threads=n_threads,
+                             n_threads_batch=n_threads_batch or n_threads, seed=seed, verbose=verbose)
             for _ in range(contexts)
         ]
+        try:
+            self._formatter = chat_formatter(self._llamas[0], path.name)
+        except ValueError:
+            for llama in self._llamas:
+                llama.close()
+            raise
         log.info("loaded %s on %s (n_gpu_layers=%d, n_ctx=%d, threads=%d, contexts=%d) in %.2f s",
                  path.name, self.device, self.n_gpu_layers, n_ctx, n_threads, contexts,
                  time.monotonic() - started)
@@ -240,17 +333,6 @@ class LlamaCppEngine:
                          for i in range(contexts)]
         for thread in self._threads:
             thread.start()
-
-    def _load(self, path: Path, *, chat_format: str | None, **kwargs: Any) -> llama_cpp.Llama:
-        llama = LazyGrammarLlama(str(path), n_gpu_layers=self.n_gpu_layers, chat_format=chat_format, **kwargs)
-        if chat_format is None:
-            if "chat_template.default" in llama._chat_handlers:
-                # llama-cpp-python may swap a recognised template for a built-in format that drops tools
-                llama.chat_format = "chat_template.default"
-            else:
-                log.warning("%s has no chat template; llama-cpp-python falls back to %r, pass chat_format",
-                            path.name, llama.chat_format)
-        return llama
 
     @property
     def contexts(self) -> int:
@@ -300,9 +382,10 @@ class LlamaCppEngine:
 
     def queue_delay_ms(self) -> float:
         """How long requests waited for a free context lately, ms (QueueWaits.delay_ms): replies
-        wait while every context is busy with other sessions' replies (admission control)."""
+        wait while every context is busy with other sessions' replies (admission control). Only
+        requests that have not started count: a suspended reply waits by design."""
         with self._cond:
-            oldest = min((r.queued_at for r in self._queue), default=None)
+            oldest = min((r.queued_at for r in self._queue if not r.pieces), default=None)
             return self._waits.delay_ms(time.monotonic(), oldest)
 
     def close(self) -> None:
@@ -331,26 +414,35 @@ class LlamaCppEngine:
     def _next_request(self, index: int) -> _Request | None:
         with self._cond:
             while not self._closed:
-                pos = pick_request([(r.prompt, r.options.conversation) for r in self._queue], index,
+                queue = sorted(self._queue, key=lambda r: (r.pieces, r.queued_at))
+                pos = pick_request([(r.prompt, r.options.conversation) for r in queue], index,
                                    self._idle, self._caches)
                 if pos is not None:
-                    request = self._queue[pos]
-                    del self._queue[pos]
-                    self._waits.started(request.queued_at, time.monotonic())
+                    request = queue[pos]
+                    self._queue.remove(request)
+                    if not request.pieces:
+                        self._waits.started(request.queued_at, time.monotonic())
                     self._idle.discard(index)
                     self._active[index] = request
                     return request
                 self._cond.wait()
             return None
 
-    def _release(self, index: int, request: _Request) -> None:
+    def _release(self, index: int, request: _Request, suspended: bool) -> bool:
+        """Free the context; queue a suspended request again. False: it was not queued (cancelled
+        or closed meanwhile) and its consumer must hear the end now."""
         with self._cond:
             self._idle.add(index)
             self._active.pop(index, None)
             if request.evaluated:
                 self._caches[index] = CachedPrompt(request.prompt, request.options.conversation,
                                                    next(self._releases))
+            requeued = suspended and not self._closed and not request.cancelled.is_set()
+            if requeued:
+                request.queued_at = time.monotonic()
+                self._queue.append(request)
             self._cond.notify_all()
+            return requeued
 
     def _worker(self, index: int) -> None:
         llama = self._llamas[index]
@@ -361,11 +453,30 @@ class LlamaCppEngine:
             finally:
                 # free the context (and record the session's home) before the consumer hears the
                 # end, so that its next turn finds the context idle
-                self._release(index, request)
-                request.send(*final)
+                if not self._release(index, request, final[0] == _SUSPEND):
+                    if final[0] == _SUSPEND:
+                        final = self._after_cancel(request, index, 0)
+                    request.send(*final)
 
-    def _serve(self, llama: llama_cpp.Llama, request: _Request, index: int) -> tuple[str, Any]:
-        """Stream one reply's deltas to the consumer; return the last item (end or error) to send.
+    def _yield_now(self, request: _Request) -> bool:
+        """Whether the running `request`, which has just completed a piece, gives its context up."""
+        if not self.interleave or not request.preemptible():
+            return False
+        with self._cond:
+            waiting = [r.pieces for r in self._queue if not r.cancelled.is_set()]
+            return should_yield(request.pieces, waiting, len(self._idle))
+
+    def _render(self, llama: llama_cpp.Llama, request: _Request) -> tuple[list[int], list[int], ChatFormatterResponse]:
+        """The rendered prompt's tokens, those of the text already sent (a resumed reply), and the
+        rendering (its stop strings and stop tokens)."""
+        rendered = self._formatter(messages=request.messages, tools=request.options.tools)
+        prompt = llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        spoken = llama.tokenize(request.spoken.encode("utf-8"), add_bos=False, special=True) if request.spoken else []
+        return prompt, spoken, rendered
+
+    def _serve(self, llama: LazyGrammarLlama, request: _Request, index: int) -> tuple[str, Any]:
+        """Stream the reply's deltas to the consumer until it ends or gives its context up; return
+        the last item (end, error or _SUSPEND).
 
         Every failure goes to this consumer only; the worker carries on.
         """
@@ -378,27 +489,42 @@ class LlamaCppEngine:
         stream: Generator[Any, None, None] | None = None
         try:
             self._pick_threads(llama, index)
+            if request.saved is not None:
+                restore_sequence(llama, request.saved)
+                request.saved = None
             request.evaluated = True
-            stream = cast(Generator[Any, None, None], llama.create_chat_completion(
-                messages=request.messages,  # type: ignore[arg-type]
-                tools=options.tools,  # type: ignore[arg-type]
+            prompt, spoken, rendered = self._render(llama, request)
+            if spoken and len(spoken) >= options.max_tokens:
+                return _END, None
+            stop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop] if rendered.stop else []
+            stream = cast(Generator[Any, None, None], llama.create_completion(
+                prompt=prompt + spoken,
                 stream=True,
-                max_tokens=options.max_tokens,
+                max_tokens=options.max_tokens - len(spoken),
                 temperature=options.temperature,
                 top_p=options.top_p,
-                stop=list(options.stop),
+                stop=[*options.stop, *stop],
+                stopping_criteria=rendered.stopping_criteria,
                 seed=options.seed,
                 grammar=self._call_grammar(llama, options),
             ))
             for chunk in stream:
                 if request.cancelled.is_set():
                     break
-                text = chunk["choices"][0]["delta"].get("content")
+                text = chunk["choices"][0]["text"]
                 if text:
                     if first_ms is None:
                         first_ms = (time.monotonic() - started) * 1000
                     deltas += 1
                     request.send(_DELTA, text)
+                    request.spoken += text
+                    completed = len(request.chunker.feed(text))
+                    request.pieces += completed
+                    if completed and self._yield_now(request):
+                        stream.close()
+                        request.saved = save_sequence(llama)
+                        log.debug("context %d: reply suspended after %d pieces", index, request.pieces)
+                        return _SUSPEND, None
                 self._pick_threads(llama, index)  # for the next token
         except Exception as exc:  # the worker must survive anything one request does
             log.warning("llama.cpp request failed on context %d: %s", index, exc)

@@ -30,6 +30,8 @@ class LlmSettings(BaseModel):
                                             # work running (None: n_threads); chosen per token
     contexts: int = Field(1, ge=1)          # llama.cpp contexts: KV caches routed by prompt prefix,
                                             # and replies generated at once
+    interleave: bool = True                 # engine "llama": a reply gives its context to a waiting
+                                            # turn after each speakable piece (voice/llm/llama.py)
     base_url: str | None = None             # engine "openai": e.g. http://127.0.0.1:8080/v1
     api_model: str | None = None            # engine "openai": model name sent; None = `model`
     api_key: str | None = None              # engine "openai": bearer token, if the server wants one
@@ -65,5 +67,4 @@ def build_llm(settings: LlmSettings) -> LlmEngine:
                          "download the .gguf file and give its path")
     return LlamaCppEngine(path, n_ctx=settings.n_ctx, n_threads=settings.n_threads,
                           n_threads_batch=settings.n_threads_batch, n_threads_solo=settings.n_threads_solo,
-                          device=settings.device,
-                          contexts=settings.contexts)
+                          device=settings.device, contexts=settings.contexts, interleave=settings.interleave)
