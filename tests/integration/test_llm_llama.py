@@ -16,7 +16,7 @@ from speech_data import model_path_or_skip
 
 from voice.llm.base import GenerationOptions, LlmEngine
 from voice.llm.errors import LlmError
-from voice.llm.llama import LlamaCppEngine, should_yield
+from voice.llm.llama import LlamaCppEngine, _Request, held_back, should_yield, speech_ahead_s
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -234,12 +234,88 @@ async def test_a_reply_gives_its_context_to_a_new_turn_after_a_piece_and_resumes
     assert "paris" in answer.text.lower()
 
 
+async def test_a_reply_that_leaves_while_suspended_is_dropped_and_the_engine_goes_on(smol):
+    """The caller hangs up while its reply waits, suspended, for the context: the reply leaves
+    the queue, the request that took the context finishes, and the next one is served."""
+    async def story_until_suspended() -> None:
+        async for _ in smol.stream_chat(STORY, GenerationOptions(max_tokens=200, temperature=0.0)):
+            pass
+
+    story = asyncio.create_task(story_until_suspended())
+    while not smol._active or not smol._active[0].pieces:
+        await asyncio.sleep(0.01)
+    other = asyncio.create_task(collect(smol, STORY, GenerationOptions(max_tokens=60, temperature=0.0)))
+    while not any(r.pieces for r in smol._queue):  # the story gave the context up
+        await asyncio.sleep(0.01)
+    story.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await story
+    assert not smol._queue
+    assert (await asyncio.wait_for(other, 30)).text
+    assert (await collect(smol, [SYSTEM, {"role": "user", "content": "Say hello."}])).deltas
+
+
+async def test_a_call_keeps_its_context():
+    """A call's grammar state cannot be saved: a reply that must be one, or has begun one, never
+    gives its context up."""
+    def request(spoken: str, require_call: bool = False) -> _Request:
+        options = GenerationOptions(require_call=require_call)
+        return _Request([SYSTEM], options, "", asyncio.get_running_loop(), spoken=spoken)
+    assert request("Sure, let me check.").preemptible()
+    assert not request("Sure. <tool_call>\n{\"name\"").preemptible()
+    assert not request("", require_call=True).preemptible()
+
+
 def test_a_reply_yields_only_while_every_context_is_busy_and_to_one_no_further_ahead():
     assert should_yield(1, [0], idle_contexts=0)  # a new turn's first piece goes first
     assert should_yield(2, [2], idle_contexts=0)  # replies being spoken take turns
     assert not should_yield(1, [2], idle_contexts=0)  # the waiting one is further ahead
     assert not should_yield(3, [0], idle_contexts=1)  # an idle context takes the new turn
     assert not should_yield(3, [], idle_contexts=0)
+
+
+def test_a_reply_far_ahead_of_its_speech_pauses_while_another_turn_starts():
+    assert speech_ahead_s(30, first_sent_at=100.0, now=102.0) == 8.0  # 30 words = 10 s, 2 s spoken
+    assert speech_ahead_s(30, first_sent_at=None, now=102.0) == 0.0
+    pause = {"pause_ahead_s": 3.0}
+    assert should_yield(4, [], idle_contexts=1, ahead_s=8.0, starting=True, **pause)
+    assert not should_yield(4, [], idle_contexts=1, ahead_s=2.0, starting=True, **pause)  # would be heard
+    assert not should_yield(4, [], idle_contexts=1, ahead_s=8.0, starting=False, **pause)  # no one starts
+    assert not should_yield(4, [], idle_contexts=1, ahead_s=8.0, starting=True, pause_ahead_s=None)
+    assert held_back(4, 8.0, starting=True, pause_ahead_s=3.0)
+    assert not held_back(4, 2.5, starting=True, pause_ahead_s=3.0)  # resumes before its lead is spoken
+    assert not held_back(4, 8.0, starting=False, pause_ahead_s=3.0)
+    assert not held_back(0, 8.0, starting=True, pause_ahead_s=3.0)  # a turn that has not started
+
+
+async def test_a_reply_far_ahead_pauses_on_a_free_context_while_a_new_turn_starts():
+    """Two contexts, so the new turn never waits for one: the story still pauses (its caller has
+    seconds of speech queued) while the question's long prompt is evaluated and its first piece
+    generated, then ends word for word as it does alone."""
+    engine = LlamaCppEngine(model_path_or_skip("smollm2-135m"), n_ctx=1024, n_threads=1, contexts=2)
+    try:
+        long = GenerationOptions(max_tokens=160, temperature=0.0)
+        await collect(engine, STORY, long)
+        alone = await collect(engine, STORY, long)
+        paused_during_question = False
+
+        async def ask_once_far_ahead() -> Reply:
+            nonlocal paused_during_question
+            while not any(r.ahead_s(time.monotonic()) > 5 for r in engine._active.values()):
+                await asyncio.sleep(0.01)
+            notes = " ".join(f"Note {i}: the meeting room is on floor {i % 7}." for i in range(60))
+            question = asyncio.create_task(collect(engine, [SYSTEM, {"role": "user", "content": notes},
+                                                            {"role": "user", "content": "Say hello."}]))
+            while not question.done():
+                paused_during_question |= any(r.pieces for r in engine._queue)
+                await asyncio.sleep(0.005)
+            return await question
+        story, answer = await asyncio.gather(collect(engine, STORY, long), ask_once_far_ahead())
+    finally:
+        engine.close()
+    assert paused_during_question
+    assert answer.deltas and answer.end_s < story.end_s
+    assert story.text == alone.text
 
 
 async def test_two_contexts_serve_two_sessions_at_once():

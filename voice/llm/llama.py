@@ -175,12 +175,34 @@ def pick_request(requests: Sequence[tuple[str, str | None]], worker: int, idle: 
     return None
 
 
-def should_yield(pieces: int, waiting: Iterable[int], idle_contexts: int) -> bool:
-    """Whether a reply that has just completed its `pieces`-th speakable piece gives its context to
-    a waiting request (`waiting`: the pieces each has already had). Only when no context is idle,
-    and only to a request no further ahead than this one: a new turn (0 pieces) always, and replies
-    already being spoken take turns piece by piece instead of one waiting for the other's end."""
+WORDS_PER_S = 3.0  # a TTS voice speaks 2.5-3 words/s: the faster rate underestimates a reply's lead
+
+
+def speech_ahead_s(words: int, first_sent_at: float | None, now: float) -> float:
+    """Seconds of speech a reply has sent that its caller cannot have heard yet, counting playback
+    from its first delta (it starts later: the TTS has to synthesize it first)."""
+    return 0.0 if first_sent_at is None else words / WORDS_PER_S - (now - first_sent_at)
+
+
+def should_yield(pieces: int, waiting: Iterable[int], idle_contexts: int, *,
+                 ahead_s: float = 0.0, starting: bool = False, pause_ahead_s: float | None = None) -> bool:
+    """Whether a reply that has just completed its `pieces`-th speakable piece gives its context up.
+
+    To a waiting request (`waiting`: the pieces each has had) while no context is idle, if it is no
+    further ahead: a new turn (0 pieces) always, and replies already being spoken take turns piece
+    by piece instead of one waiting for the other's end. And, with `pause_ahead_s`, whenever another
+    turn is `starting` (has no piece yet) and this reply has more than that much speech sent ahead
+    (`ahead_s`): it pauses (held_back) so the starting turn's prompt and first words get the CPU.
+    """
+    if pause_ahead_s is not None and starting and ahead_s > pause_ahead_s:
+        return True
     return idle_contexts == 0 and any(w <= pieces for w in waiting)
+
+
+def held_back(pieces: int, ahead_s: float, starting: bool, pause_ahead_s: float | None) -> bool:
+    """Whether a suspended reply waits although a context is free: while another turn is starting
+    and it still has more than `pause_ahead_s` of speech ahead (it resumes before that is spoken)."""
+    return pause_ahead_s is not None and pieces > 0 and starting and ahead_s > pause_ahead_s
 
 
 @dataclass
@@ -245,7 +267,12 @@ class _Request:
     spoken: str = ""  # the text sent so far: a resumed reply continues it
     pieces: int = 0  # speakable pieces in `spoken` (the queue serves the fewest first)
     chunker: TextChunker = field(default_factory=TextChunker)
+    words: int = 0  # in `spoken`, counted at each piece
+    first_sent_at: float | None = None  # time.monotonic() of the first delta
     saved: SavedSequence | None = None  # while suspended
+
+    def ahead_s(self, now: float) -> float:
+        return speech_ahead_s(self.words, self.first_sent_at, now)
 
     def preemptible(self) -> bool:
         """A call's grammar state cannot be saved: a reply that is (or must be) one keeps its context."""
@@ -278,6 +305,7 @@ class LlamaCppEngine:
         device: Literal["cpu", "cuda", "auto"] = "cpu",
         contexts: int = 1,
         interleave: bool = True,
+        pause_ahead_s: float | None = 3.0,
         seed: int = llama_cpp.LLAMA_DEFAULT_SEED,
         verbose: bool = False,
     ) -> None:
@@ -286,7 +314,8 @@ class LlamaCppEngine:
         than asked for: on a small box oversubscription collapses llama.cpp's speed).
         `n_threads_solo`: while generating a token when no other model work runs (see pick_threads).
         `interleave`: replies give their context up between speakable pieces while others wait
-        (module docstring). Prompts are rendered with the GGUF's own chat template."""
+        (module docstring); `pause_ahead_s` (None: never): a reply with more speech than this sent
+        ahead pauses while another turn starts. Prompts are rendered with the GGUF's chat template."""
         if contexts < 1:
             raise ValueError(f"contexts must be >= 1, not {contexts}")
         path = Path(model_path)
@@ -305,7 +334,7 @@ class LlamaCppEngine:
         #: ms from a consumer's cancel to its worker being free again (last cancelled request), or None.
         self.last_cancel_release_ms: float | None = None
         started = time.monotonic()
-        self.interleave = interleave
+        self.interleave, self.pause_ahead_s = interleave, (pause_ahead_s if interleave else None)
         self._llamas = [
             LazyGrammarLlama(str(path), n_gpu_layers=self.n_gpu_layers, n_ctx=n_ctx, n_threads=n_threads,
                              n_threads_batch=n_threads_batch or n_threads, seed=seed, verbose=verbose)
@@ -367,6 +396,7 @@ class LlamaCppEngine:
             with self._cond:
                 if request in self._queue:
                     self._queue.remove(request)
+                    self._cond.notify_all()  # it may have been the turn paused replies wait for
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` (no BOS), on the caller's thread.
@@ -414,19 +444,29 @@ class LlamaCppEngine:
     def _next_request(self, index: int) -> _Request | None:
         with self._cond:
             while not self._closed:
-                queue = sorted(self._queue, key=lambda r: (r.pieces, r.queued_at))
+                now, starting = time.monotonic(), self._starting()
+                held = [r for r in self._queue if held_back(r.pieces, r.ahead_s(now), starting, self.pause_ahead_s)]
+                queue = sorted((r for r in self._queue if r not in held), key=lambda r: (r.pieces, r.queued_at))
                 pos = pick_request([(r.prompt, r.options.conversation) for r in queue], index,
                                    self._idle, self._caches)
                 if pos is not None:
                     request = queue[pos]
                     self._queue.remove(request)
                     if not request.pieces:
-                        self._waits.started(request.queued_at, time.monotonic())
+                        self._waits.started(request.queued_at, now)
                     self._idle.discard(index)
                     self._active[index] = request
                     return request
-                self._cond.wait()
+                # a held-back reply may resume once its lead is down to pause_ahead_s, turn or not
+                timeout = None
+                if held and self.pause_ahead_s is not None:
+                    timeout = max(min(r.ahead_s(now) for r in held) - self.pause_ahead_s, 0.01)
+                self._cond.wait(timeout)
             return None
+
+    def _starting(self) -> bool:
+        """Whether a turn has no speakable piece yet (queued or running): paused replies wait for it."""
+        return any(not r.pieces for r in (*self._queue, *self._active.values()))
 
     def _release(self, index: int, request: _Request, suspended: bool) -> bool:
         """Free the context; queue a suspended request again. False: it was not queued (cancelled
@@ -458,13 +498,20 @@ class LlamaCppEngine:
                         final = self._after_cancel(request, index, 0)
                     request.send(*final)
 
-    def _yield_now(self, request: _Request) -> bool:
-        """Whether the running `request`, which has just completed a piece, gives its context up."""
-        if not self.interleave or not request.preemptible():
+    def _yield_now(self, request: _Request, completed: int) -> bool:
+        """Whether the running `request`, which has just completed `completed` pieces, gives its
+        context up (should_yield). Its first piece may let held-back replies resume."""
+        if not self.interleave:
             return False
+        request.words = len(request.spoken.split())
         with self._cond:
+            if request.pieces == completed:
+                self._cond.notify_all()
+            if not request.preemptible():
+                return False
             waiting = [r.pieces for r in self._queue if not r.cancelled.is_set()]
-            return should_yield(request.pieces, waiting, len(self._idle))
+            return should_yield(request.pieces, waiting, len(self._idle), ahead_s=request.ahead_s(time.monotonic()),
+                                starting=self._starting(), pause_ahead_s=self.pause_ahead_s)
 
     def _render(self, llama: llama_cpp.Llama, request: _Request) -> tuple[list[int], list[int], ChatFormatterResponse]:
         """The rendered prompt's tokens, those of the text already sent (a resumed reply), and the
@@ -497,6 +544,12 @@ class LlamaCppEngine:
             if spoken and len(spoken) >= options.max_tokens:
                 return _END, None
             stop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop] if rendered.stop else []
+            if log.isEnabledFor(logging.DEBUG):
+                full = np.asarray(prompt + spoken, dtype=np.intc)
+                n = min(len(full), llama.n_tokens)
+                diff = np.flatnonzero(llama.input_ids[:n] != full[:n])
+                log.debug("context %d: conversation %s, %d tokens, %d cached, resumed %s", index,
+                          request.options.conversation, len(full), diff[0] if len(diff) else n, bool(spoken))
             stream = cast(Generator[Any, None, None], llama.create_completion(
                 prompt=prompt + spoken,
                 stream=True,
@@ -515,12 +568,13 @@ class LlamaCppEngine:
                 if text:
                     if first_ms is None:
                         first_ms = (time.monotonic() - started) * 1000
+                        request.first_sent_at = request.first_sent_at or time.monotonic()
                     deltas += 1
                     request.send(_DELTA, text)
                     request.spoken += text
                     completed = len(request.chunker.feed(text))
                     request.pieces += completed
-                    if completed and self._yield_now(request):
+                    if completed and self._yield_now(request, completed):
                         stream.close()
                         request.saved = save_sequence(llama)
                         log.debug("context %d: reply suspended after %d pieces", index, request.pieces)

@@ -32,6 +32,8 @@ class LlmSettings(BaseModel):
                                             # and replies generated at once
     interleave: bool = True                 # engine "llama": a reply gives its context to a waiting
                                             # turn after each speakable piece (voice/llm/llama.py)
+    pause_ahead_s: float | None = Field(3.0, gt=0)  # engine "llama", interleave: a reply with more speech
+                                            # than this sent ahead pauses while another turn starts
     base_url: str | None = None             # engine "openai": e.g. http://127.0.0.1:8080/v1
     api_model: str | None = None            # engine "openai": model name sent; None = `model`
     api_key: str | None = None              # engine "openai": bearer token, if the server wants one
@@ -67,4 +69,5 @@ def build_llm(settings: LlmSettings) -> LlmEngine:
                          "download the .gguf file and give its path")
     return LlamaCppEngine(path, n_ctx=settings.n_ctx, n_threads=settings.n_threads,
                           n_threads_batch=settings.n_threads_batch, n_threads_solo=settings.n_threads_solo,
-                          device=settings.device, contexts=settings.contexts, interleave=settings.interleave)
+                          device=settings.device, contexts=settings.contexts, interleave=settings.interleave,
+                          pause_ahead_s=settings.pause_ahead_s)
