@@ -256,13 +256,15 @@ async def test_a_reply_that_leaves_while_suspended_is_dropped_and_the_engine_goe
 
 
 async def test_a_call_keeps_its_context():
-    """A call's grammar state cannot be saved: a reply that must be one, or has begun one, never
-    gives its context up."""
-    def request(spoken: str, require_call: bool = False) -> _Request:
-        options = GenerationOptions(require_call=require_call)
-        return _Request([SYSTEM], options, "", asyncio.get_running_loop(), spoken=spoken)
+    """A reply the agent holds back (a call being written, tagged or bare JSON) or one that must be
+    a call never gives its context up: its caller waits for the call, and it is no speech."""
+    def request(text: str, require_call: bool = False) -> _Request:
+        r = _Request([SYSTEM], GenerationOptions(require_call=require_call), "", asyncio.get_running_loop())
+        r.gate.feed(text)
+        return r
     assert request("Sure, let me check.").preemptible()
     assert not request("Sure. <tool_call>\n{\"name\"").preemptible()
+    assert not request('{"name": "set_reminder", "arguments": {"text": ').preemptible()
     assert not request("", require_call=True).preemptible()
 
 

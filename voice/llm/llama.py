@@ -30,8 +30,10 @@ saved and it queues again. The queue serves the fewest pieces first, then the ol
 turn's first sentence goes before the second sentence of a reply already being spoken. A resumed
 reply restores its sequence (when another request used the context meanwhile) and continues from
 the text already sent: the prompt is rendered again with that text appended, and llama.cpp's
-prefix match finds all of it cached (measured: 30 ms to the next token). A reply that has begun a
-tool call, or must be one (an eager grammar whose state cannot be saved), keeps its context.
+prefix match finds all of it cached (measured: 30 ms to the next token). A reply that is writing
+a tool call, or must be one (an eager grammar's state cannot be saved), keeps its context: the
+agent holds such text back (voice/llm/toolcalls.SpeechGate, applied here too), so it completes no
+piece and is never counted as speech sent ahead.
 That is why the engine renders prompts itself with the GGUF's chat template (`chat_formatter`,
 built as llama-cpp-python builds "chat_template.default") and streams raw completions.
 
@@ -67,7 +69,8 @@ from llama_cpp.llama_grammar import LlamaGrammar
 from voice.batching import QueueWaits, busy_batchers
 from voice.llm.base import GenerationOptions
 from voice.llm.errors import LlmError, check_messages
-from voice.llm.grammar import TOOL_CALL_OPEN, LazyGrammarLlama, lazy_tool_grammar
+from voice.llm.grammar import LazyGrammarLlama, lazy_tool_grammar
+from voice.llm.toolcalls import SpeechGate
 from voice.tts.chunker import TextChunker
 
 log = logging.getLogger(__name__)
@@ -265,9 +268,11 @@ class _Request:
     cancelled_at: float = 0.0  # time.monotonic() of the cancel, s
     queued_at: float = field(default_factory=time.monotonic)
     spoken: str = ""  # the text sent so far: a resumed reply continues it
-    pieces: int = 0  # speakable pieces in `spoken` (the queue serves the fewest first)
+    gate: SpeechGate = field(default_factory=SpeechGate)  # what of it the agent speaks (not a call)
+    speech: str = ""  # what the gate let through
+    pieces: int = 0  # speakable pieces in `speech` (the queue serves the fewest first)
     chunker: TextChunker = field(default_factory=TextChunker)
-    words: int = 0  # in `spoken`, counted at each piece
+    words: int = 0  # in `speech`, counted at each piece
     first_sent_at: float | None = None  # time.monotonic() of the first delta
     saved: SavedSequence | None = None  # while suspended
 
@@ -275,8 +280,9 @@ class _Request:
         return speech_ahead_s(self.words, self.first_sent_at, now)
 
     def preemptible(self) -> bool:
-        """A call's grammar state cannot be saved: a reply that is (or must be) one keeps its context."""
-        return not self.options.require_call and TOOL_CALL_OPEN not in self.spoken
+        """A reply that is (or must be) a call keeps its context: its caller waits for the call, and
+        a grammar's state cannot be saved."""
+        return not self.options.require_call and not self.gate.held
 
     def cancel(self) -> None:
         if not self.cancelled.is_set():
@@ -503,7 +509,7 @@ class LlamaCppEngine:
         context up (should_yield). Its first piece may let held-back replies resume."""
         if not self.interleave:
             return False
-        request.words = len(request.spoken.split())
+        request.words = len(request.speech.split())
         with self._cond:
             if request.pieces == completed:
                 self._cond.notify_all()
@@ -572,12 +578,15 @@ class LlamaCppEngine:
                     deltas += 1
                     request.send(_DELTA, text)
                     request.spoken += text
-                    completed = len(request.chunker.feed(text))
+                    speech = request.gate.feed(text)  # a call being written is no speech
+                    request.speech += speech
+                    completed = len(request.chunker.feed(speech)) if speech else 0
                     request.pieces += completed
                     if completed and self._yield_now(request, completed):
                         stream.close()
                         request.saved = save_sequence(llama)
-                        log.debug("context %d: reply suspended after %d pieces", index, request.pieces)
+                        log.debug("context %d: conversation %s suspended after %d pieces, %.1f s ahead", index,
+                                  request.options.conversation, request.pieces, request.ahead_s(time.monotonic()))
                         return _SUSPEND, None
                 self._pick_threads(llama, index)  # for the next token
         except Exception as exc:  # the worker must survive anything one request does
@@ -588,9 +597,9 @@ class LlamaCppEngine:
                 stream.close()  # ends the llama.cpp generator now, not at garbage collection
         if request.cancelled.is_set():
             return self._after_cancel(request, index, deltas)
-        log.debug("context %d: waited %.0f ms, first delta %s ms, %d deltas in %.0f ms", index,
-                  (started - request.queued_at) * 1000, f"{first_ms:.0f}" if first_ms is not None else "-",
-                  deltas, (time.monotonic() - started) * 1000)
+        log.debug("context %d: conversation %s waited %.0f ms, first delta %s ms, %d deltas in %.0f ms",
+                  index, request.options.conversation, (started - request.queued_at) * 1000,
+                  f"{first_ms:.0f}" if first_ms is not None else "-", deltas, (time.monotonic() - started) * 1000)
         return _END, None
 
     def _call_grammar(self, llama: LazyGrammarLlama, options: GenerationOptions) -> LlamaGrammar | None:
