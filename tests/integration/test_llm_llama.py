@@ -335,6 +335,7 @@ async def test_a_second_context_keeps_the_plain_prompt_warm_across_a_tool_round(
     """Tools change the system block, so with one context the plain turn after a tool round
     evaluates its whole prompt again; with two, the tool round goes to the other context and the
     plain turn evaluates only its new messages. Same requests on both engines, counted by llama.cpp.
+    (With the sequence store, on by default, one context does as well: the next test.)
     The requests are shaped like the agent's: the tool round sees only the latest messages."""
     weather = [{"type": "function", "function": {
         "name": "get_weather", "description": "Current weather in a city",
@@ -355,7 +356,7 @@ async def test_a_second_context_keeps_the_plain_prompt_warm_across_a_tool_round(
     evaluated = {}
     for contexts in (1, 2):
         engine = LlamaCppEngine(model_path_or_skip("qwen2.5-coder-0.5b"), n_ctx=2048, n_threads=1,
-                                contexts=contexts)
+                                contexts=contexts, kv_store_mb=0)  # the routing alone
         try:
             await collect(engine, chat, plain)
             await collect(engine, tool_round, tools)
@@ -365,6 +366,34 @@ async def test_a_second_context_keeps_the_plain_prompt_warm_across_a_tool_round(
         finally:
             engine.close()
     assert 0 < evaluated[2] < evaluated[1] / 2, evaluated
+
+
+async def test_a_conversation_continues_on_a_context_another_one_used_without_evaluating_its_history():
+    """One context: caller A talks, caller B's tool round takes the context, A's next turn finds
+    its history in the sequence store (restored, a memcpy) and evaluates only the new messages.
+    The baseline, same requests: the store off (A's history evaluated again)."""
+    weather = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    chat = [SYSTEM, {"role": "user", "content": "What is Paris famous for?"},
+            {"role": "assistant", "content": "Paris is famous for the Eiffel Tower, the Louvre museum, its cafes "
+             "and its long history of art and fashion."}]
+    more = [*chat, {"role": "user", "content": "And Rome?"}]
+    other = [SYSTEM, {"role": "user", "content": "Is it raining in Oslo now?"}]
+    evaluated = {}
+    for store_mb in (256, 0):
+        engine = LlamaCppEngine(model_path_or_skip("qwen2.5-coder-0.5b"), n_ctx=2048, n_threads=1,
+                                kv_store_mb=store_mb)
+        try:
+            await collect(engine, chat, replace(GREEDY, max_tokens=4, conversation="a"))
+            await collect(engine, other, replace(GREEDY, max_tokens=4, conversation="b", tools=weather))
+            before = engine.prompt_tokens_evaluated()
+            reply = await collect(engine, more, replace(GREEDY, max_tokens=4, conversation="a"))
+            evaluated[store_mb] = engine.prompt_tokens_evaluated() - before
+        finally:
+            engine.close()
+        assert reply.deltas
+    assert 0 < evaluated[256] < evaluated[0] / 2, evaluated
 
 
 async def test_prompt_longer_than_the_context_is_an_llm_error_and_the_engine_survives():

@@ -17,7 +17,10 @@ GenerationOptions.conversation). So once a conversation has some history, a roun
 (a different system block) lands on the context that served the last such round, and the plain turn
 after it finds its history still warm in the other: with one context each switch re-evaluated the
 whole prompt (1.5-2 s on CPU). Waiting for a busy context that would fit better is never done: that
-could cost a whole reply, the lost prefix costs one evaluation.
+could cost a whole reply, the lost prefix costs one evaluation. And since replies now take turns on
+contexts (below), a context often last served someone else: so every finished reply's sequence is
+kept (`SequenceStore`, `kv_store_mb`), and a request restores the stored sequence that shares most
+of its prompt when that beats what its context holds (a memcpy instead of seconds of evaluation).
 
 Sharing a context between replies (`interleave`, on by default): a reply is generated far faster
 than it is spoken (20-40 tokens/s against ~3 spoken), so holding a context for a whole reply makes
@@ -54,7 +57,7 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Collection, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +78,7 @@ from voice.tts.chunker import TextChunker
 
 log = logging.getLogger(__name__)
 
+RESTORE_GAIN = 16  # tokens a stored sequence must save over the context's own prefix to be restored
 CLOSE_JOIN_S = 10.0  # how long close() waits for each worker to finish its token
 
 _DELTA, _END, _ERROR = "delta", "end", "error"
@@ -224,6 +228,48 @@ def save_sequence(llama: llama_cpp.Llama) -> SavedSequence:
     return SavedSequence(llama.input_ids[:llama.n_tokens].copy(), data)
 
 
+def shared_prefix(a: npt.NDArray[np.intc], b: Sequence[int]) -> int:
+    """Length of the common prefix of two token sequences."""
+    n = min(len(a), len(b))
+    diff = np.flatnonzero(a[:n] != np.asarray(b[:n], dtype=np.intc))
+    return int(diff[0]) if len(diff) else n
+
+
+class SequenceStore:
+    """The sequences of finished replies, one per (conversation, tools offered), least recently
+    used dropped beyond `budget_bytes`: any context can continue any conversation by restoring its
+    sequence (a memcpy) instead of evaluating its history again (~50-200 tokens/s on a busy CPU).
+    Without it, a context that served another conversation's reply (or a resumed one) has lost the
+    prefix the next turn or tool round would reuse. Thread-safe (one per engine, all workers)."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self._items: OrderedDict[tuple[str | None, bool], SavedSequence] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def put(self, key: tuple[str | None, bool], saved: SavedSequence) -> None:
+        with self._lock:
+            if (old := self._items.pop(key, None)) is not None:
+                self._bytes -= len(old.data)
+            if len(saved.data) > self.budget_bytes:
+                return
+            self._items[key] = saved
+            self._bytes += len(saved.data)
+            while self._bytes > self.budget_bytes:
+                self._bytes -= len(self._items.popitem(last=False)[1].data)
+
+    def best(self, tokens: Sequence[int]) -> tuple[int, SavedSequence | None]:
+        """The stored sequence sharing the longest prefix with `tokens`, and that length."""
+        with self._lock:
+            found = max(((shared_prefix(saved.tokens, tokens), key) for key, saved in self._items.items()),
+                        default=(0, None), key=lambda pair: pair[0])
+            if found[1] is None:
+                return 0, None
+            self._items.move_to_end(found[1])
+            return found[0], self._items[found[1]]
+
+
 def restore_sequence(llama: llama_cpp.Llama, saved: SavedSequence) -> None:
     """Put `saved` back in the context, unless the context still holds it (no one used it since).
     On failure the context is left empty: the prompt is then evaluated again, slower but right."""
@@ -312,6 +358,7 @@ class LlamaCppEngine:
         contexts: int = 1,
         interleave: bool = True,
         pause_ahead_s: float | None = 3.0,
+        kv_store_mb: int = 256,
         seed: int = llama_cpp.LLAMA_DEFAULT_SEED,
         verbose: bool = False,
     ) -> None:
@@ -321,7 +368,8 @@ class LlamaCppEngine:
         `n_threads_solo`: while generating a token when no other model work runs (see pick_threads).
         `interleave`: replies give their context up between speakable pieces while others wait
         (module docstring); `pause_ahead_s` (None: never): a reply with more speech than this sent
-        ahead pauses while another turn starts. Prompts are rendered with the GGUF's chat template."""
+        ahead pauses while another turn starts. `kv_store_mb`: finished replies' sequences kept for
+        any context to continue (SequenceStore; 0: none). Prompts use the GGUF's chat template."""
         if contexts < 1:
             raise ValueError(f"contexts must be >= 1, not {contexts}")
         path = Path(model_path)
@@ -341,6 +389,7 @@ class LlamaCppEngine:
         self.last_cancel_release_ms: float | None = None
         started = time.monotonic()
         self.interleave, self.pause_ahead_s = interleave, (pause_ahead_s if interleave else None)
+        self._store = SequenceStore(kv_store_mb << 20)
         self._llamas = [
             LazyGrammarLlama(str(path), n_gpu_layers=self.n_gpu_layers, n_ctx=n_ctx, n_threads=n_threads,
                              n_threads_batch=n_threads_batch or n_threads, seed=seed, verbose=verbose)
@@ -542,11 +591,13 @@ class LlamaCppEngine:
         stream: Generator[Any, None, None] | None = None
         try:
             self._pick_threads(llama, index)
+            prompt, spoken, rendered = self._render(llama, request)
             if request.saved is not None:
                 restore_sequence(llama, request.saved)
                 request.saved = None
+            else:
+                self._restore_best(llama, prompt)
             request.evaluated = True
-            prompt, spoken, rendered = self._render(llama, request)
             if spoken and len(spoken) >= options.max_tokens:
                 return _END, None
             stop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop] if rendered.stop else []
@@ -595,12 +646,28 @@ class LlamaCppEngine:
         finally:
             if stream is not None:
                 stream.close()  # ends the llama.cpp generator now, not at garbage collection
+        if not self._closed:  # a cut reply too: the warm-up's are, and what it evaluated is valid
+            self._remember(llama, options)
         if request.cancelled.is_set():
             return self._after_cancel(request, index, deltas)
         log.debug("context %d: conversation %s waited %.0f ms, first delta %s ms, %d deltas in %.0f ms",
                   index, request.options.conversation, (started - request.queued_at) * 1000,
                   f"{first_ms:.0f}" if first_ms is not None else "-", deltas, (time.monotonic() - started) * 1000)
         return _END, None
+
+    def _remember(self, llama: llama_cpp.Llama, options: GenerationOptions) -> None:
+        if self._store.budget_bytes:
+            try:
+                self._store.put((options.conversation, bool(options.tools)), save_sequence(llama))
+            except RuntimeError as e:  # only a later turn is slower for it
+                log.warning("could not keep the reply's sequence: %s", e)
+
+    def _restore_best(self, llama: llama_cpp.Llama, prompt: list[int]) -> None:
+        """Put the stored sequence that shares most of `prompt` in the context, when it shares at
+        least RESTORE_GAIN tokens more than what the context holds (SequenceStore)."""
+        found, saved = self._store.best(prompt)
+        if saved is not None and found >= shared_prefix(llama.input_ids[:llama.n_tokens], prompt) + RESTORE_GAIN:
+            restore_sequence(llama, saved)
 
     def _call_grammar(self, llama: LazyGrammarLlama, options: GenerationOptions) -> LlamaGrammar | None:
         """The grammar that keeps calls valid (voice/llm/grammar.py): lazy, or from the first token

@@ -34,6 +34,8 @@ class LlmSettings(BaseModel):
                                             # turn after each speakable piece (voice/llm/llama.py)
     pause_ahead_s: float | None = Field(3.0, gt=0)  # engine "llama", interleave: a reply with more speech
                                             # than this sent ahead pauses while another turn starts
+    kv_store_mb: int = Field(256, ge=0)     # engine "llama": finished replies' KV kept so any context
+                                            # continues any conversation without re-evaluating it
     base_url: str | None = None             # engine "openai": e.g. http://127.0.0.1:8080/v1
     api_model: str | None = None            # engine "openai": model name sent; None = `model`
     api_key: str | None = None              # engine "openai": bearer token, if the server wants one
@@ -70,4 +72,4 @@ def build_llm(settings: LlmSettings) -> LlmEngine:
     return LlamaCppEngine(path, n_ctx=settings.n_ctx, n_threads=settings.n_threads,
                           n_threads_batch=settings.n_threads_batch, n_threads_solo=settings.n_threads_solo,
                           device=settings.device, contexts=settings.contexts, interleave=settings.interleave,
-                          pause_ahead_s=settings.pause_ahead_s)
+                          pause_ahead_s=settings.pause_ahead_s, kv_store_mb=settings.kv_store_mb)
