@@ -138,3 +138,11 @@ def test_a_statement_gets_an_answer_that_is_not_the_statement_back(llm, tmp_path
     [(spoken, _)] = talk(llm, tmp_path, statement)
     guard = SpeechGuard(user_text=statement)
     assert spoken.strip() and all(guard.verdict(s) is None for s in re.split(r"(?<=[.!?])\s+", spoken)), spoken
+
+
+async def test_the_engine_forgets_a_call_s_stored_sequences_when_its_agent_closes(llm, tmp_path):
+    agent = await agent_named("assistant", llm, tmp_path)
+    await say(agent, "What is the capital of France?", 1)
+    assert any(key[0] == "test-session" for key in llm._store._items)
+    await agent.aclose()
+    assert not any(key[0] == "test-session" for key in llm._store._items)

@@ -74,5 +74,9 @@ async def build_agent(name: str, llm: LlmEngine, settings: AgentsSettings, gener
     memory = Memory(llm, budget_tokens=settings.history_tokens, summary_tokens=settings.summary_tokens,
                     profile=profile)
     generation = replace(generation, conversation=session_id)
+    if (forget := getattr(llm, "forget", None)) is not None:  # engines that keep per-conversation KV
+        async def forget_conversation() -> None:
+            forget(session_id)
+        on_close.append(forget_conversation)
     return Agent(llm, name=name, system_prompt=system_prompt, generation=generation, toolbox=Toolbox(tools),
                  flow=flow, memory=memory, options=options, on_close=on_close, clock=clock)

@@ -2,6 +2,8 @@
 
 Implemented by the in-process llama.cpp engine and the OpenAI-compatible HTTP engine (vLLM,
 SGLang, llama.cpp server). Messages are OpenAI-style dicts ({"role": ..., "content": ...}).
+An engine that keeps state per conversation (GenerationOptions.conversation) may also have
+`forget(conversation)`: the agent calls it when its session ends (LlamaCppEngine's sequence store).
 Cancellation: the consumer stops iterating (aclose() or task cancellation) and the engine stops
 generating at the next token, freeing its context for another session.
 """

@@ -259,6 +259,15 @@ class SequenceStore:
             while self._bytes > self.budget_bytes:
                 self._bytes -= len(self._items.popitem(last=False)[1].data)
 
+    def forget(self, conversation: str) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k[0] == conversation]:
+                self._bytes -= len(self._items.pop(key).data)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
     def best(self, tokens: Sequence[int]) -> tuple[int, SavedSequence | None]:
         """The stored sequence sharing the longest prefix with `tokens`, and that length."""
         with self._lock:
@@ -452,6 +461,10 @@ class LlamaCppEngine:
                 if request in self._queue:
                     self._queue.remove(request)
                     self._cond.notify_all()  # it may have been the turn paused replies wait for
+
+    def forget(self, conversation: str) -> None:
+        """The conversation's session has ended: drop its stored sequences (its id never returns)."""
+        self._store.forget(conversation)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` (no BOS), on the caller's thread.
