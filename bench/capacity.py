@@ -142,12 +142,18 @@ def plot(points: list[dict], cap: int | None, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--callers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+def load_arguments(description: str, callers: list[int]) -> argparse.ArgumentParser:
+    """The options every load-point benchmark takes (this one and bench/interleave.py)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--callers", type=int, nargs="+", default=callers)
     ap.add_argument("--turns", type=int, default=4)
     ap.add_argument("--arrive-every-s", type=float, default=2.0, help="a new caller every this many seconds")
     ap.add_argument("--no-lock", action="store_true", help="do not take /tmp/heavy.lock per point")
+    return ap
+
+
+def main() -> None:
+    ap = load_arguments(__doc__.splitlines()[0], [1, 2, 4, 8, 16])
     ap.add_argument("--tag", default="", help="suffix of the results file name")
     args = ap.parse_args()
     points = []

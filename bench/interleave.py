@@ -13,7 +13,6 @@ Each point holds the shared CPU lock (/tmp/heavy.lock) on its own, so do NOT wra
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
-from capacity import measure  # noqa: E402
+from capacity import load_arguments, measure  # noqa: E402
 from common import write_results  # noqa: E402
 
 
@@ -44,12 +43,7 @@ def print_table(points: list[dict]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--callers", type=int, nargs="+", default=[4, 6])
-    ap.add_argument("--turns", type=int, default=4)
-    ap.add_argument("--arrive-every-s", type=float, default=2.0, help="a new caller every this many seconds")
-    ap.add_argument("--no-lock", action="store_true", help="do not take /tmp/heavy.lock per point")
-    args = ap.parse_args()
+    args = load_arguments(__doc__.splitlines()[0], [4, 6]).parse_args()
     points = []
     with tempfile.TemporaryDirectory() as tmp:
         for callers in args.callers:
