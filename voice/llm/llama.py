@@ -322,17 +322,16 @@ class _Request:
     cancelled: threading.Event = field(default_factory=threading.Event)
     cancelled_at: float = 0.0  # time.monotonic() of the cancel, s
     queued_at: float = field(default_factory=time.monotonic)
-    spoken: str = ""  # the text sent so far: a resumed reply continues it
-    gate: SpeechGate = field(default_factory=SpeechGate)  # what of it the agent speaks (not a call)
+    gate: SpeechGate = field(default_factory=SpeechGate)  # the text sent (a resumed reply continues
+                                                          # it) and what of it the agent speaks
     speech: str = ""  # what the gate let through
     pieces: int = 0  # speakable pieces in `speech` (the queue serves the fewest first)
     chunker: TextChunker = field(default_factory=TextChunker)
-    words: int = 0  # in `speech`, counted at each piece
     first_sent_at: float | None = None  # time.monotonic() of the first delta
     saved: SavedSequence | None = None  # while suspended
 
     def ahead_s(self, now: float) -> float:
-        return speech_ahead_s(self.words, self.first_sent_at, now)
+        return speech_ahead_s(len(self.speech.split()), self.first_sent_at, now)
 
     def preemptible(self) -> bool:
         """A reply that is (or must be) a call keeps its context: its caller waits for the call, and
@@ -571,7 +570,6 @@ class LlamaCppEngine:
         context up (should_yield). Its first piece may let held-back replies resume."""
         if not self.interleave:
             return False
-        request.words = len(request.speech.split())
         with self._cond:
             if request.pieces == completed:
                 self._cond.notify_all()
@@ -586,7 +584,8 @@ class LlamaCppEngine:
         rendering (its stop strings and stop tokens)."""
         rendered = self._formatter(messages=request.messages, tools=request.options.tools)
         prompt = llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
-        spoken = llama.tokenize(request.spoken.encode("utf-8"), add_bos=False, special=True) if request.spoken else []
+        sent = request.gate.text
+        spoken = llama.tokenize(sent.encode("utf-8"), add_bos=False, special=True) if sent else []
         return prompt, spoken, rendered
 
     def _serve(self, llama: LazyGrammarLlama, request: _Request, index: int) -> tuple[str, Any]:
@@ -615,11 +614,9 @@ class LlamaCppEngine:
                 return _END, None
             stop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop] if rendered.stop else []
             if log.isEnabledFor(logging.DEBUG):
-                full = np.asarray(prompt + spoken, dtype=np.intc)
-                n = min(len(full), llama.n_tokens)
-                diff = np.flatnonzero(llama.input_ids[:n] != full[:n])
+                cached = shared_prefix(llama.input_ids[:llama.n_tokens], prompt + spoken)
                 log.debug("context %d: conversation %s, %d tokens, %d cached, resumed %s", index,
-                          request.options.conversation, len(full), diff[0] if len(diff) else n, bool(spoken))
+                          request.options.conversation, len(prompt + spoken), cached, bool(spoken))
             stream = cast(Generator[Any, None, None], llama.create_completion(
                 prompt=prompt + spoken,
                 stream=True,
@@ -641,7 +638,6 @@ class LlamaCppEngine:
                         request.first_sent_at = request.first_sent_at or time.monotonic()
                     deltas += 1
                     request.send(_DELTA, text)
-                    request.spoken += text
                     speech = request.gate.feed(text)  # a call being written is no speech
                     request.speech += speech
                     completed = len(request.chunker.feed(speech)) if speech else 0
